@@ -1,0 +1,248 @@
+//! Swin geometry as free functions: window partition/reverse, the cyclic shift, zero padding,
+//! the relative position index and the shifted-window attention mask (SPEC §1.3, timm
+//! `swin_transformer.py`). Host-side helpers return plain vectors so they can be tested alone.
+
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Relative position index of a `ws x ws` window, row-major `[ws², ws²]`.
+///
+/// Tokens are numbered `i = y * ws + x`; `idx(i, j) = (yi - yj + ws - 1) * (2 ws - 1) + (xi - xj + ws - 1)`,
+/// as in the official Swin. For `ws = 7` row 0 starts `84, 83, 82, ...`.
+pub fn relative_position_index(ws: usize) -> Vec<i64> {
+    let n = ws * ws;
+    let span = (2 * ws - 1) as i64;
+    let mut out = Vec::with_capacity(n * n);
+    for i in 0..n {
+        let (yi, xi) = ((i / ws) as i64, (i % ws) as i64);
+        for j in 0..n {
+            let (yj, xj) = ((j / ws) as i64, (j % ws) as i64);
+            out.push((yi - yj + ws as i64 - 1) * span + (xi - xj + ws as i64 - 1));
+        }
+    }
+    out
+}
+
+/// Region labels of the shifted-window mask on an `h x w` grid (already padded to whole windows),
+/// row-major. Rows `[0, h-ws)`, `[h-ws, h-shift)`, `[h-shift, h)` get indices 0, 1, 2, likewise
+/// columns, and `label = 3 * row_index + col_index` (SPEC §1.3, labels in rolled coordinates).
+pub fn shift_region_labels(h: usize, w: usize, ws: usize, shift: usize) -> Vec<u8> {
+    let region = |p: usize, n: usize| -> u8 {
+        if p + ws < n {
+            0
+        } else if p + shift < n {
+            1
+        } else {
+            2
+        }
+    };
+    let mut out = Vec::with_capacity(h * w);
+    for y in 0..h {
+        for x in 0..w {
+            out.push(3 * region(y, h) + region(x, w));
+        }
+    }
+    out
+}
+
+/// The additive attention mask of a shifted block: `[nW, ws², ws²]` flattened, 0 between tokens
+/// of the same region and -100 across regions. `h` and `w` must be multiples of `ws`.
+pub fn shift_attention_mask(h: usize, w: usize, ws: usize, shift: usize) -> Vec<f32> {
+    let labels = shift_region_labels(h, w, ws, shift);
+    let (nh, nw, l) = (h / ws, w / ws, ws * ws);
+    let mut out = Vec::with_capacity(nh * nw * l * l);
+    for wy in 0..nh {
+        for wx in 0..nw {
+            let label = |t: usize| labels[(wy * ws + t / ws) * w + wx * ws + t % ws];
+            for i in 0..l {
+                let li = label(i);
+                for j in 0..l {
+                    out.push(if li == label(j) { 0.0 } else { -100.0 });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Splits `[B, H, W, C]` into windows `[B * H/ws * W/ws, ws * ws, C]`, batch outermost and windows
+/// row-major (einops `'B (Nh ws) (Nw ws) C -> (B Nh Nw) (ws ws) C'`). `H`, `W` must be multiples of `ws`.
+pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> {
+    let [b, h, w, c] = x.dims();
+    let (nh, nw) = (h / ws, w / ws);
+    x.reshape([b, nh, ws, nw, ws, c]) // [B, Nh, ws, Nw, ws, C]
+        .permute([0, 1, 3, 2, 4, 5]) // [B, Nh, Nw, ws, ws, C]
+        .reshape([b * nh * nw, ws * ws, c])
+}
+
+/// Inverse of [`window_partition`]: `[B * Nh * Nw, ws * ws, C]` back to `[B, H, W, C]`.
+pub fn window_reverse<B: Backend>(
+    windows: Tensor<B, 3>,
+    ws: usize,
+    b: usize,
+    h: usize,
+    w: usize,
+) -> Tensor<B, 4> {
+    let c = windows.dims()[2];
+    let (nh, nw) = (h / ws, w / ws);
+    windows
+        .reshape([b, nh, nw, ws, ws, c]) // [B, Nh, Nw, ws, ws, C]
+        .permute([0, 1, 3, 2, 4, 5]) // [B, Nh, ws, Nw, ws, C]
+        .reshape([b, h, w, c])
+}
+
+/// Cyclic shift of one dimension with PyTorch's `torch.roll` semantics: `out[i] = x[(i - shift) mod n]`.
+///
+/// burn 0.21's own `roll` shifts the other way (BURN-NOTES.md), so every shift goes through here.
+pub fn roll_dim<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    dim: usize,
+    shift: i64,
+) -> Tensor<B, D> {
+    let n = x.dims()[dim] as i64;
+    if n == 0 {
+        return x;
+    }
+    let s = shift.rem_euclid(n) as usize;
+    if s == 0 {
+        return x;
+    }
+    let n = n as usize;
+    let tail = x.clone().narrow(dim, n - s, s);
+    let head = x.narrow(dim, 0, n - s);
+    Tensor::cat(vec![tail, head], dim)
+}
+
+/// Zero-pads `[B, H, W, C]` at the bottom and right by `pad_h` rows and `pad_w` columns.
+pub fn pad_bottom_right<B: Backend>(x: Tensor<B, 4>, pad_h: usize, pad_w: usize) -> Tensor<B, 4> {
+    let mut x = x;
+    let [b, h, _, c] = x.dims();
+    if pad_h > 0 {
+        let w = x.dims()[2];
+        let zeros = Tensor::zeros([b, pad_h, w, c], &x.device());
+        x = Tensor::cat(vec![x, zeros], 1);
+    }
+    if pad_w > 0 {
+        let zeros = Tensor::zeros([b, h + pad_h, pad_w, c], &x.device());
+        x = Tensor::cat(vec![x, zeros], 2);
+    }
+    x
+}
+
+/// Smallest padding that makes `n` a multiple of `m`.
+pub fn pad_to_multiple(n: usize, m: usize) -> usize {
+    (m - n % m) % m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend;
+    use burn::tensor::TensorData;
+
+    #[test]
+    fn relative_index_row0_matches_swin() {
+        let idx = relative_position_index(7);
+        assert_eq!(idx.len(), 2401);
+        assert_eq!(&idx[..8], &[84, 83, 82, 81, 80, 79, 78, 71]);
+        assert_eq!(*idx.iter().max().unwrap_or(&0), 168);
+        assert_eq!(*idx.iter().min().unwrap_or(&-1), 0);
+        // the diagonal is the centre of the table
+        assert!((0..49).all(|i| idx[i * 49 + i] == 84));
+    }
+
+    #[test]
+    fn seven_by_seven_shift_mask_masks_1776_entries() {
+        let m = shift_attention_mask(7, 7, 7, 3);
+        assert_eq!(m.len(), 2401);
+        assert_eq!(m.iter().filter(|&&v| v == -100.0).count(), 1776);
+        // on the 7x7 grid the first slice is empty: rows 0-3 are region 1, rows 4-6 region 2
+        let labels = shift_region_labels(7, 7, 7, 3);
+        assert_eq!(labels[0], 4);
+        assert_eq!(labels[3], 4);
+        assert_eq!(labels[4], 5);
+        assert_eq!(labels[4 * 7], 7);
+        assert_eq!(labels[48], 8);
+    }
+
+    #[test]
+    fn shift_mask_on_56_grid_only_touches_last_row_and_column_of_windows() {
+        let m = shift_attention_mask(56, 56, 7, 3);
+        let per = 49 * 49;
+        for wy in 0..8 {
+            for wx in 0..8 {
+                let win = &m[(wy * 8 + wx) * per..(wy * 8 + wx + 1) * per];
+                let masked = win.iter().filter(|&&v| v != 0.0).count();
+                let edge = wy == 7 || wx == 7;
+                assert_eq!(masked > 0, edge, "window {wy},{wx}");
+            }
+        }
+    }
+
+    #[test]
+    fn partition_reverse_round_trip_and_order() {
+        let dev = Default::default();
+        let (b, h, w, c) = (2, 14, 21, 3);
+        let vals: Vec<f32> = (0..b * h * w * c).map(|v| v as f32).collect();
+        let x =
+            Tensor::<TestBackend, 4>::from_data(TensorData::new(vals.clone(), [b, h, w, c]), &dev);
+        let win = window_partition(x.clone(), 7);
+        assert_eq!(win.dims(), [2 * 2 * 3, 49, 3]);
+        // window 1 of batch 0 starts at row 0, column 7
+        let got: Vec<f32> = win
+            .clone()
+            .narrow(0, 1, 1)
+            .narrow(1, 0, 1)
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        assert_eq!(got, vec![(7 * 3) as f32, 22.0, 23.0]);
+        // token 8 of window 0 is row 1, column 1
+        let got: Vec<f32> = win
+            .clone()
+            .narrow(0, 0, 1)
+            .narrow(1, 8, 1)
+            .narrow(2, 0, 1)
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        assert_eq!(got, vec![((w + 1) * c) as f32]);
+        let back = window_reverse(win, 7, b, h, w);
+        let back: Vec<f32> = back.into_data().to_vec().unwrap_or_default();
+        assert_eq!(back, vals);
+    }
+
+    #[test]
+    fn roll_matches_torch_semantics() {
+        let dev = Default::default();
+        let x = Tensor::<TestBackend, 1>::from_data(
+            TensorData::new(vec![0f32, 1., 2., 3., 4.], [5]),
+            &dev,
+        );
+        // torch.roll([0,1,2,3,4], 2) == [3,4,0,1,2]; torch.roll(x, -2) == [2,3,4,0,1]
+        let plus: Vec<f32> = roll_dim(x.clone(), 0, 2)
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        assert_eq!(plus, vec![3., 4., 0., 1., 2.]);
+        let minus: Vec<f32> = roll_dim(x.clone(), 0, -2)
+            .into_data()
+            .to_vec()
+            .unwrap_or_default();
+        assert_eq!(minus, vec![2., 3., 4., 0., 1.]);
+        let zero: Vec<f32> = roll_dim(x, 0, 5).into_data().to_vec().unwrap_or_default();
+        assert_eq!(zero, vec![0., 1., 2., 3., 4.]);
+    }
+
+    #[test]
+    fn padding_adds_zeros_bottom_right() {
+        let dev = Default::default();
+        let x = Tensor::<TestBackend, 4>::ones([1, 2, 3, 1], &dev);
+        let p = pad_bottom_right(x, 1, 2);
+        assert_eq!(p.dims(), [1, 3, 5, 1]);
+        let v: Vec<f32> = p.into_data().to_vec().unwrap_or_default();
+        assert_eq!(v.iter().sum::<f32>(), 6.0);
+        assert_eq!(v[0..5], [1., 1., 1., 0., 0.]);
+        assert_eq!(pad_to_multiple(80, 7), 4);
+        assert_eq!(pad_to_multiple(56, 7), 0);
+    }
+}

@@ -1,0 +1,244 @@
+//! The small Swin layers: patch embedding, patch merging, patch expanding (x2 and the final x4),
+//! the MLP, stochastic depth and the two initialisation schemes of the reference (SPEC §1.1,
+//! §1.4-1.8). All tensors are channels-last `[B, H, W, C]`.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Distribution, Tensor, activation::gelu, backend::Backend};
+
+use crate::geometry::pad_bottom_right;
+use crate::params::{self, ParamIo, join};
+
+/// Weight initialisation of Linear layers (SPEC §1.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// `xavier_uniform_`, bias 0: the MAE.
+    XavierUniform,
+    /// `trunc_normal_(std = 0.02)`, bias 0: Swin-UNet and classifier.
+    TruncNormal,
+}
+
+/// Builds a Linear `d_in -> d_out` initialised as the reference does.
+pub fn new_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    init: Init,
+    device: &B::Device,
+) -> Linear<B> {
+    let dist = match init {
+        Init::XavierUniform => {
+            let bound = (6.0 / (d_in + d_out) as f64).sqrt();
+            Distribution::Uniform(-bound, bound)
+        }
+        // trunc_normal_ with bounds +-2 at std 0.02 truncates nothing measurable
+        Init::TruncNormal => Distribution::Normal(0.0, 0.02),
+    };
+    Linear {
+        weight: Param::from_tensor(Tensor::random([d_in, d_out], dist, device)),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+/// Builds a Linear initialised like a PyTorch `Conv2d` default (kaiming-uniform, a = sqrt 5):
+/// weight and bias uniform in `+-1/sqrt(fan_in)`.
+pub fn new_conv_linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Linear<B> {
+    let bound = 1.0 / (d_in as f64).sqrt();
+    let dist = Distribution::Uniform(-bound, bound);
+    Linear {
+        weight: Param::from_tensor(Tensor::random([d_in, d_out], dist, device)),
+        bias: bias.then(|| Param::from_tensor(Tensor::random([d_out], dist, device))),
+    }
+}
+
+/// LayerNorm with weight 1 and bias 0.
+pub fn new_layer_norm<B: Backend>(dim: usize, eps: f64, device: &B::Device) -> LayerNorm<B> {
+    LayerNormConfig::new(dim).with_epsilon(eps).init(device)
+}
+
+/// Stochastic depth: drops whole samples of a residual branch with probability `rate`, only while
+/// gradients are tracked (training), scaling the kept ones by `1 / (1 - rate)`.
+pub fn drop_path<B: Backend>(x: Tensor<B, 4>, rate: f64) -> Tensor<B, 4> {
+    if rate <= 0.0 || !B::ad_enabled(&x.device()) {
+        return x;
+    }
+    let keep = 1.0 - rate;
+    let b = x.dims()[0];
+    let keep_mask =
+        Tensor::<B, 4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    x.mul(keep_mask).div_scalar(keep)
+}
+
+/// `Conv2d(in, embed, k = s = patch)` + LayerNorm, run as a Linear on flattened patches.
+#[derive(Module, Debug)]
+pub struct PatchEmbed<B: Backend> {
+    /// Projection `[in * p * p, embed]` (PyTorch `[embed, in, p, p]`).
+    pub proj: Linear<B>,
+    /// LayerNorm over the embedding.
+    pub norm: LayerNorm<B>,
+    patch: usize,
+    in_chans: usize,
+}
+
+impl<B: Backend> PatchEmbed<B> {
+    /// New patch embedding with PyTorch's default convolution initialisation.
+    pub fn new(in_chans: usize, patch: usize, embed: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            proj: new_conv_linear(in_chans * patch * patch, embed, true, device),
+            norm: new_layer_norm(embed, eps, device),
+            patch,
+            in_chans,
+        }
+    }
+
+    /// Embeds an image, zero-padding its right and bottom to a multiple of the patch.
+    ///
+    /// # Shapes
+    /// `[B, C, H, W]` -> `[B, ceil(H/p), ceil(W/p), embed]`
+    pub fn forward(&self, img: Tensor<B, 4>) -> Tensor<B, 4> {
+        let p = self.patch;
+        let img = img.permute([0, 2, 3, 1]); // [B, H, W, C]
+        let [b, h, w, c] = img.dims();
+        let img = pad_bottom_right(img, (p - h % p) % p, (p - w % p) % p);
+        let [_, hp, wp, _] = img.dims();
+        let (gh, gw) = (hp / p, wp / p);
+        let patches = img
+            .reshape([b, gh, p, gw, p, c]) // [B, gh, ph, gw, pw, C]
+            .permute([0, 1, 3, 5, 2, 4]) // [B, gh, gw, C, ph, pw]
+            .reshape([b, gh, gw, c * p * p]);
+        self.norm.forward(self.proj.forward(patches))
+    }
+
+    /// Visits the parameters under the official keys.
+    pub fn visit(mut self, prefix: &str, v: &mut impl ParamIo<B>) -> Self {
+        let embed = self.proj.weight.val().dims()[1];
+        let torch = vec![embed, self.in_chans, self.patch, self.patch];
+        self.proj = params::linear_as(v, &join(prefix, "proj"), self.proj, Some(torch));
+        self.norm = params::layer_norm(v, &join(prefix, "norm"), self.norm);
+        self
+    }
+}
+
+/// Downsampling by 2: concatenates each 2x2 neighbourhood (order x00, x10, x01, x11), LayerNorm,
+/// then a bias-free Linear `4C -> 2C`.
+#[derive(Module, Debug)]
+pub struct PatchMerging<B: Backend> {
+    /// LayerNorm over `4C`.
+    pub norm: LayerNorm<B>,
+    /// Linear `4C -> 2C` without bias.
+    pub reduction: Linear<B>,
+}
+
+impl<B: Backend> PatchMerging<B> {
+    /// New patch merging for input width `dim`.
+    pub fn new(dim: usize, eps: f64, init: Init, device: &B::Device) -> Self {
+        Self {
+            norm: new_layer_norm(4 * dim, eps, device),
+            reduction: new_linear(4 * dim, 2 * dim, false, init, device),
+        }
+    }
+
+    /// # Shapes
+    /// `[B, H, W, C]` -> `[B, ceil(H/2), ceil(W/2), 2C]` (odd sides are zero-padded)
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, h, w, _] = x.dims();
+        let x = pad_bottom_right(x, h % 2, w % 2);
+        let [b, h, w, c] = x.dims();
+        let x = x
+            .reshape([b, h / 2, 2, w / 2, 2, c]) // [B, h, p(row), w, q(col), C]
+            .permute([0, 1, 3, 4, 2, 5]) // [B, h, w, q, p, C]: channel block (q*2 + p)
+            .reshape([b, h / 2, w / 2, 4 * c]);
+        self.reduction.forward(self.norm.forward(x))
+    }
+
+    /// Visits the parameters under the official keys.
+    pub fn visit(mut self, prefix: &str, v: &mut impl ParamIo<B>) -> Self {
+        self.norm = params::layer_norm(v, &join(prefix, "norm"), self.norm);
+        self.reduction = params::linear(v, &join(prefix, "reduction"), self.reduction);
+        self
+    }
+}
+
+/// Upsampling by `factor`: a bias-free Linear, a pixel-shuffle of the channels
+/// (`'B H W (P1 P2 c) -> B (H P1) (W P2) c'`), then LayerNorm over `c`.
+/// `factor = 2` halves the width (`PatchExpanding`); `factor = 4` keeps it (`FinalPatchExpand_X4`).
+#[derive(Module, Debug)]
+pub struct PatchExpanding<B: Backend> {
+    /// Linear `C -> factor² c` without bias.
+    pub expand: Linear<B>,
+    /// LayerNorm over `c`.
+    pub norm: LayerNorm<B>,
+    factor: usize,
+    out_dim: usize,
+}
+
+impl<B: Backend> PatchExpanding<B> {
+    /// New expansion of width `dim` by `factor` (2: `c = dim / 2`; 4: `c = dim`).
+    pub fn new(dim: usize, factor: usize, eps: f64, init: Init, device: &B::Device) -> Self {
+        let out_dim = if factor == 2 { dim / 2 } else { dim };
+        Self {
+            expand: new_linear(dim, factor * factor * out_dim, false, init, device),
+            norm: new_layer_norm(out_dim, eps, device),
+            factor,
+            out_dim,
+        }
+    }
+
+    /// # Shapes
+    /// `[B, H, W, C]` -> `[B, f H, f W, c]`
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, h, w, _] = x.dims();
+        let (f, c) = (self.factor, self.out_dim);
+        let x = self
+            .expand
+            .forward(x)
+            .reshape([b, h, w, f, f, c]) // [B, H, W, P1, P2, c]
+            .permute([0, 1, 3, 2, 4, 5]) // [B, H, P1, W, P2, c]
+            .reshape([b, h * f, w * f, c]);
+        self.norm.forward(x)
+    }
+
+    /// Visits the parameters under the official keys.
+    pub fn visit(mut self, prefix: &str, v: &mut impl ParamIo<B>) -> Self {
+        self.expand = params::linear(v, &join(prefix, "expand"), self.expand);
+        self.norm = params::layer_norm(v, &join(prefix, "norm"), self.norm);
+        self
+    }
+}
+
+/// `fc1 (C -> rC)`, exact GELU, `fc2 (rC -> C)`; dropout rates are 0 in every VIS-MAE recipe.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// First projection.
+    pub fc1: Linear<B>,
+    /// Second projection.
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// New MLP of width `dim` and hidden width `hidden`.
+    pub fn new(dim: usize, hidden: usize, init: Init, device: &B::Device) -> Self {
+        Self {
+            fc1: new_linear(dim, hidden, true, init, device),
+            fc2: new_linear(hidden, dim, true, init, device),
+        }
+    }
+
+    /// # Shapes
+    /// `[..., C]` -> `[..., C]`
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.fc2.forward(gelu(self.fc1.forward(x)))
+    }
+
+    /// Visits the parameters under the official keys.
+    pub fn visit(mut self, prefix: &str, v: &mut impl ParamIo<B>) -> Self {
+        self.fc1 = params::linear(v, &join(prefix, "fc1"), self.fc1);
+        self.fc2 = params::linear(v, &join(prefix, "fc2"), self.fc2);
+        self
+    }
+}

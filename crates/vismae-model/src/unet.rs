@@ -1,0 +1,82 @@
+//! The segmentation Swin-UNet (SPEC §3, `swin_unet.py::SwinUnet`): encoder, bottleneck expansion,
+//! skip concatenation + 1x1 reduction, decoder, final x4 expansion and a 1x1 head.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::{Tensor, backend::Backend};
+
+use crate::backbone::{SwinDecoder, SwinEncoder};
+use crate::config::UnetConfig;
+use crate::layers::{Init, PatchExpanding, new_conv_linear};
+use crate::params::{self, ParamIo};
+
+/// The segmentation network.
+#[derive(Module, Debug)]
+pub struct SwinUnet<B: Backend> {
+    /// Patch embedding and encoder stages.
+    pub encoder: SwinEncoder<B>,
+    /// The up path with skip reductions.
+    pub decoder: SwinDecoder<B>,
+    /// x4 expansion back to pixels, keeping the embedding width.
+    pub final_patch_expanding: PatchExpanding<B>,
+    /// 1x1 convolution `embed -> classes`, no bias.
+    pub head: Linear<B>,
+    patch: usize,
+}
+
+impl UnetConfig {
+    /// A freshly initialised Swin-UNet (truncated-normal Linear layers, as the reference).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> SwinUnet<B> {
+        let c = &self.swin;
+        SwinUnet {
+            encoder: SwinEncoder::new(c, Init::TruncNormal, device),
+            decoder: SwinDecoder::new(c, true, Init::TruncNormal, device),
+            final_patch_expanding: PatchExpanding::new(
+                c.embed_dim,
+                c.patch_size,
+                c.layer_norm_eps,
+                Init::TruncNormal,
+                device,
+            ),
+            head: new_conv_linear(c.embed_dim, self.num_classes, false, device),
+            patch: c.patch_size,
+        }
+    }
+}
+
+impl<B: Backend> SwinUnet<B> {
+    /// Per-pixel class logits.
+    ///
+    /// # Shapes
+    /// `[B, C, H, W]` -> `[B, classes, H, W]`
+    pub fn forward(&self, img: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [_, _, h, w] = img.dims();
+        let x = self.encoder.embed(img);
+        let (x, skips) = self.encoder.stages(x);
+        let x = self.decoder.forward(x, Some(&skips));
+        let x = self.final_patch_expanding.forward(x); // [B, H', W', E]
+        let logits = self.head.forward(x); // [B, H', W', K]
+        let [_, hp, wp, _] = logits.dims();
+        let logits = if hp != h || wp != w {
+            logits.narrow(1, 0, h).narrow(2, 0, w)
+        } else {
+            logits
+        };
+        logits.permute([0, 3, 1, 2])
+    }
+
+    /// The side multiple an input must have (the patch size).
+    pub fn patch_size(&self) -> usize {
+        self.patch
+    }
+
+    /// Visits the parameters under the official `SwinUnet` keys.
+    pub fn visit(mut self, v: &mut impl ParamIo<B>) -> Self {
+        self.encoder = self.encoder.visit(v);
+        self.decoder = self.decoder.visit(v);
+        self.final_patch_expanding = self.final_patch_expanding.visit("final_patch_expanding", v);
+        let [e, k] = self.head.weight.val().dims();
+        self.head = params::linear_as(v, "head", self.head, Some(vec![k, e, 1, 1]));
+        self
+    }
+}

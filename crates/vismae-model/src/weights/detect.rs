@@ -1,0 +1,124 @@
+//! Recognises which VIS-MAE network a state dict belongs to and recovers its configuration from
+//! key names and shapes (used by `vismae weights inspect` and by loaders that take any file).
+
+use std::fmt;
+
+use super::StateDict;
+use crate::config::{SwinConfig, Variant};
+
+/// The three networks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Window-masked Swin MAE (`decoder_pred.*`).
+    Mae,
+    /// Swin-UNet (`skip_connection_layers.*`).
+    Unet,
+    /// Swin classifier (`head.*` after `norm.*`).
+    Classifier,
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelKind::Mae => "mae",
+            ModelKind::Unet => "unet",
+            ModelKind::Classifier => "classifier",
+        })
+    }
+}
+
+/// What a state dict says about its network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// Which network.
+    pub kind: ModelKind,
+    /// Backbone configuration recovered from shapes.
+    pub swin: SwinConfig,
+    /// Output classes (Swin-UNet and classifier).
+    pub num_classes: Option<usize>,
+    /// The named variant whose width and depths match, if any.
+    pub variant: Option<Variant>,
+    /// Trainable parameters (every float tensor except the frozen `pos_embed`).
+    pub trainable_params: usize,
+}
+
+fn shape<'a>(sd: &'a StateDict, key: &str) -> Result<&'a [usize], String> {
+    sd.tensors
+        .get(key)
+        .map(|t| t.shape.as_slice())
+        .ok_or_else(|| format!("key {key} is missing"))
+}
+
+/// Recognises the network and its configuration.
+pub fn detect(sd: &StateDict) -> Result<ModelInfo, String> {
+    let has = |k: &str| sd.tensors.contains_key(k);
+    let kind = if has("decoder_pred.weight") {
+        ModelKind::Mae
+    } else if has("skip_connection_layers.0.weight") {
+        ModelKind::Unet
+    } else if has("head.weight") && has("norm.weight") {
+        ModelKind::Classifier
+    } else {
+        return Err("not a VIS-MAE state dict: none of decoder_pred.weight, skip_connection_layers.0.weight or head.weight+norm.weight is present".into());
+    };
+    let pe = shape(sd, "patch_embed.proj.weight")?;
+    let [embed_dim, in_chans, patch_size, _] = pe else {
+        return Err(format!(
+            "patch_embed.proj.weight has shape {pe:?}, expected 4 dimensions"
+        ));
+    };
+    let mut depths = Vec::new();
+    let mut num_heads = Vec::new();
+    let mut window_size = 7;
+    while has(&format!("layers.{}.blocks.0.norm1.weight", depths.len())) {
+        let s = depths.len();
+        let depth = (0..)
+            .take_while(|b| has(&format!("layers.{s}.blocks.{b}.norm1.weight")))
+            .count();
+        let table = shape(
+            sd,
+            &format!("layers.{s}.blocks.0.attn.relative_position_bias_table"),
+        )?;
+        let span = (table[0] as f64).sqrt().round() as usize;
+        window_size = span.div_ceil(2);
+        num_heads.push(table.get(1).copied().unwrap_or(1));
+        depths.push(depth);
+    }
+    if depths.is_empty() {
+        return Err("no encoder stages (layers.0.blocks.0.*) found".into());
+    }
+    let mlp_hidden = shape(sd, "layers.0.blocks.0.mlp.fc1.weight")?[0];
+    let swin = SwinConfig {
+        in_chans: *in_chans,
+        patch_size: *patch_size,
+        embed_dim: *embed_dim,
+        depths: depths.clone(),
+        num_heads,
+        window_size,
+        mlp_ratio: mlp_hidden / embed_dim.max(&1),
+        qkv_bias: has("layers.0.blocks.0.attn.qkv.bias"),
+        layer_norm_eps: 1e-6,
+        drop_path_rate: 0.1,
+    };
+    let num_classes = match kind {
+        ModelKind::Mae => None,
+        ModelKind::Unet | ModelKind::Classifier => Some(shape(sd, "head.weight")?[0]),
+    };
+    let variant = Variant::ALL.into_iter().find(|v| {
+        let c = v.mae(*in_chans).swin;
+        c.embed_dim == *embed_dim && (depths == v.mae_depths() || depths == v.seg_depths())
+    });
+    let trainable_params = sd
+        .tensors
+        .iter()
+        .filter(|(k, t)| k.as_str() != "pos_embed" && matches!(t.values, super::Values::F32(_)))
+        .map(|(_, t)| t.values.len())
+        .sum();
+    Ok(ModelInfo {
+        kind,
+        swin,
+        num_classes,
+        variant,
+        trainable_params,
+    })
+}

@@ -1,0 +1,186 @@
+//! Weight files and their application to the networks: a plain state dict (official key ->
+//! tensor), readers for safetensors and official `.pth` checkpoints, a safetensors writer, and
+//! import/export/transfer with an exact report of applied, missing and unused keys.
+
+mod apply;
+mod detect;
+pub mod pth;
+pub mod safetensors_io;
+mod transfer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use apply::{
+    LoadOptions, LoadReport, ShapeMismatch, Visit, apply_state_dict, export_state_dict,
+};
+pub use detect::{ModelInfo, ModelKind, detect};
+pub use transfer::{DecoderInit, mirror_encoder_into_decoder};
+
+/// Element values of one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    /// Floating point (f16, bf16 and f64 files are converted on reading).
+    F32(Vec<f32>),
+    /// Integers (int64 buffers such as `relative_position_index`).
+    I64(Vec<i64>),
+}
+
+impl Values {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::I64(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Short dtype name as PyTorch prints it.
+    pub fn dtype(&self) -> &'static str {
+        match self {
+            Values::F32(_) => "float32",
+            Values::I64(_) => "int64",
+        }
+    }
+}
+
+/// One named tensor of a state dict, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorEntry {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Elements.
+    pub values: Values,
+}
+
+/// An official-layout state dict: key -> tensor, sorted by key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateDict {
+    /// The tensors.
+    pub tensors: BTreeMap<String, TensorEntry>,
+}
+
+impl StateDict {
+    /// Number of elements over all floating-point tensors.
+    pub fn float_elements(&self) -> usize {
+        self.tensors
+            .values()
+            .filter(|t| matches!(t.values, Values::F32(_)))
+            .map(|t| t.values.len())
+            .sum()
+    }
+}
+
+/// Why a weight file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    /// Reading the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not in the format it claims, or is damaged.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Tensors whose shapes disagree with the model.
+    #[error("{} tensor(s) have the wrong shape: {}", .0.len(), .0.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; "))]
+    Shape(Vec<ShapeMismatch>),
+}
+
+/// The weight file formats vismae reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.safetensors` with the official key names.
+    Safetensors,
+    /// A zip-format PyTorch checkpoint (`torch.save`).
+    Pth,
+    /// burn's own named-MessagePack record (`.mpk`).
+    BurnRecord,
+}
+
+impl Format {
+    /// Detects the format from the first bytes of a file (not its extension).
+    pub fn sniff(path: &Path) -> Result<Format, WeightError> {
+        use std::io::Read;
+        let mut head = [0u8; 16];
+        let mut f = std::fs::File::open(path).map_err(|source| WeightError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let n = f.read(&mut head).map_err(|source| WeightError::Io {
+            path: path.into(),
+            source,
+        })?;
+        if n >= 4 && &head[..4] == b"PK\x03\x04" {
+            return Ok(Format::Pth);
+        }
+        if n >= 9 {
+            let len = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
+            if head[8] == b'{' && len > 1 && len < 1 << 30 {
+                return Ok(Format::Safetensors);
+            }
+        }
+        if path.extension().is_some_and(|e| e == "mpk") {
+            return Ok(Format::BurnRecord);
+        }
+        Err(WeightError::Format {
+            path: path.into(),
+            reason: "not a safetensors file or a zip-format PyTorch checkpoint (legacy non-zip .pth files are not supported; re-save with a current torch.save)".into(),
+        })
+    }
+}
+
+/// Reads a state dict from a safetensors file or an official `.pth` checkpoint (format by content).
+pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightError> {
+    match Format::sniff(path)? {
+        Format::Safetensors => safetensors_io::read(path),
+        Format::Pth => pth::read(path),
+        Format::BurnRecord => Err(WeightError::Format {
+            path: path.into(),
+            reason: "a burn record holds no key names; load it with the matching model instead"
+                .into(),
+        }),
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a crash or
+/// a full disk never leaves a torn file under the final name.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
+    use std::io::Write;
+    let io = |source| WeightError::Io {
+        path: path.into(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
