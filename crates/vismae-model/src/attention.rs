@@ -6,8 +6,8 @@ use burn::nn::Linear;
 use burn::tensor::{Distribution, Int, Tensor, TensorData, activation::softmax, backend::Backend};
 
 use crate::geometry::{
-    pad_bottom_right, pad_to_multiple, relative_position_index, roll_dim, shift_attention_mask,
-    window_partition, window_reverse,
+    pad_bottom_right, pad_to_multiple, relative_position_index, roll_dim, shift_attention_mask, window_partition,
+    window_reverse,
 };
 use crate::layers::{Init, new_linear};
 use crate::params::{self, Buffer, ParamIo, join};
@@ -27,14 +27,7 @@ pub struct WindowAttention<B: Backend> {
 
 impl<B: Backend> WindowAttention<B> {
     /// New attention of width `dim` with `num_heads` heads over `window x window` windows.
-    pub fn new(
-        dim: usize,
-        num_heads: usize,
-        window: usize,
-        qkv_bias: bool,
-        init: Init,
-        device: &B::Device,
-    ) -> Self {
+    pub fn new(dim: usize, num_heads: usize, window: usize, qkv_bias: bool, init: Init, device: &B::Device) -> Self {
         let span = 2 * window - 1;
         Self {
             qkv: new_linear(dim, 3 * dim, qkv_bias, init, device),
@@ -73,20 +66,12 @@ impl<B: Backend> WindowAttention<B> {
         let x = pad_bottom_right(x, pad_to_multiple(h, ws), pad_to_multiple(w, ws));
         let [_, hp, wp, _] = x.dims();
         let s = (ws / 2) as i64;
-        let x = if shift {
-            roll_dim(roll_dim(x, 1, -s), 2, -s)
-        } else {
-            x
-        };
+        let x = if shift { roll_dim(roll_dim(x, 1, -s), 2, -s) } else { x };
 
         let windows = window_partition(x, ws); // [Bn, L, C]
         let [bn, l, _] = windows.dims();
         let (nh, hd) = (self.num_heads, c / self.num_heads);
-        let qkv = self
-            .qkv
-            .forward(windows)
-            .reshape([bn, l, 3, nh, hd])
-            .permute([2, 0, 3, 1, 4]); // [3, Bn, nH, L, P]
+        let qkv = self.qkv.forward(windows).reshape([bn, l, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // [3, Bn, nH, L, P]
         let q = qkv.clone().narrow(0, 0, 1).reshape([bn, nh, l, hd]);
         let k = qkv.clone().narrow(0, 1, 1).reshape([bn, nh, l, hd]);
         let v = qkv.narrow(0, 2, 1).reshape([bn, nh, l, hd]);
@@ -97,8 +82,7 @@ impl<B: Backend> WindowAttention<B> {
         let attn = if shift {
             let n_win = (hp / ws) * (wp / ws);
             let mask = shift_attention_mask(hp, wp, ws, s as usize);
-            let mask =
-                Tensor::<B, 5>::from_data(TensorData::new(mask, [1, n_win, 1, l, l]), &device);
+            let mask = Tensor::<B, 5>::from_data(TensorData::new(mask, [1, n_win, 1, l, l]), &device);
             (attn.reshape([b, n_win, nh, l, l]) + mask).reshape([bn, nh, l, l])
         } else {
             attn
@@ -108,30 +92,17 @@ impl<B: Backend> WindowAttention<B> {
         let out = self.proj.forward(out);
 
         let out = window_reverse(out, ws, b, hp, wp);
-        let out = if shift {
-            roll_dim(roll_dim(out, 1, s), 2, s)
-        } else {
-            out
-        };
-        if hp != h || wp != w {
-            out.narrow(1, 0, h).narrow(2, 0, w)
-        } else {
-            out
-        }
+        let out = if shift { roll_dim(roll_dim(out, 1, s), 2, s) } else { out };
+        if hp != h || wp != w { out.narrow(1, 0, h).narrow(2, 0, w) } else { out }
     }
 
     /// Visits the parameters (and the `relative_position_index` buffer) under the official keys.
     pub fn visit(mut self, prefix: &str, v: &mut impl ParamIo<B>) -> Self {
-        self.relative_position_bias_table = params::same(
-            v,
-            &join(prefix, "relative_position_bias_table"),
-            self.relative_position_bias_table,
-        );
+        self.relative_position_bias_table =
+            params::same(v, &join(prefix, "relative_position_bias_table"), self.relative_position_bias_table);
         let l = self.window * self.window;
         let ws = self.window;
-        v.buffer(&join(prefix, "relative_position_index"), vec![l, l], || {
-            Buffer::I64(relative_position_index(ws))
-        });
+        v.buffer(&join(prefix, "relative_position_index"), vec![l, l], || Buffer::I64(relative_position_index(ws)));
         self.qkv = params::linear(v, &join(prefix, "qkv"), self.qkv);
         self.proj = params::linear(v, &join(prefix, "proj"), self.proj);
         self

@@ -23,16 +23,8 @@ impl<B: Backend> SwinEncoder<B> {
     /// New encoder for `cfg`.
     pub fn new(cfg: &SwinConfig, init: Init, device: &B::Device) -> Self {
         Self {
-            patch_embed: PatchEmbed::new(
-                cfg.in_chans,
-                cfg.patch_size,
-                cfg.embed_dim,
-                cfg.layer_norm_eps,
-                device,
-            ),
-            layers: (0..cfg.num_stages())
-                .map(|s| BasicLayer::new(cfg, s, init, device))
-                .collect(),
+            patch_embed: PatchEmbed::new(cfg.in_chans, cfg.patch_size, cfg.embed_dim, cfg.layer_norm_eps, device),
+            layers: (0..cfg.num_stages()).map(|s| BasicLayer::new(cfg, s, init, device)).collect(),
         }
     }
 
@@ -58,12 +50,7 @@ impl<B: Backend> SwinEncoder<B> {
     /// Visits the parameters under the official keys.
     pub fn visit(mut self, v: &mut impl ParamIo<B>) -> Self {
         self.patch_embed = self.patch_embed.visit("patch_embed", v);
-        self.layers = self
-            .layers
-            .into_iter()
-            .enumerate()
-            .map(|(s, l)| l.visit(&format!("layers.{s}"), v))
-            .collect();
+        self.layers = self.layers.into_iter().enumerate().map(|(s, l)| l.visit(&format!("layers.{s}"), v)).collect();
         self
     }
 }
@@ -100,9 +87,7 @@ impl<B: Backend> SwinDecoder<B> {
             } else {
                 Vec::new()
             },
-            layers_up: (0..n - 1)
-                .map(|k| BasicLayerUp::new(cfg, mirrored(k), k + 2 < n, init, device))
-                .collect(),
+            layers_up: (0..n - 1).map(|k| BasicLayerUp::new(cfg, mirrored(k), k + 2 < n, init, device)).collect(),
             norm_up: new_layer_norm(cfg.embed_dim, eps, device),
         }
     }
@@ -139,20 +124,11 @@ impl<B: Backend> SwinDecoder<B> {
             .enumerate()
             .map(|(k, l)| {
                 let [d2, d] = l.weight.val().dims();
-                params::linear_as(
-                    v,
-                    &format!("skip_connection_layers.{k}"),
-                    l,
-                    Some(vec![d, d2, 1, 1]),
-                )
+                params::linear_as(v, &format!("skip_connection_layers.{k}"), l, Some(vec![d, d2, 1, 1]))
             })
             .collect();
-        self.layers_up = self
-            .layers_up
-            .into_iter()
-            .enumerate()
-            .map(|(k, l)| l.visit(&format!("layers_up.{k}"), v))
-            .collect();
+        self.layers_up =
+            self.layers_up.into_iter().enumerate().map(|(k, l)| l.visit(&format!("layers_up.{k}"), v)).collect();
         self.norm_up = params::layer_norm(v, "norm_up", self.norm_up);
         self
     }

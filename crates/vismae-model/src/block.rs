@@ -47,12 +47,7 @@ impl<B: Backend> SwinBlock<B> {
 
 /// Builds the blocks of stage `stage` of `cfg` (width, heads, depth and drop-path rates of that
 /// stage); the decoder stage mirroring an encoder stage uses the same call.
-pub fn stage_blocks<B: Backend>(
-    cfg: &SwinConfig,
-    stage: usize,
-    init: Init,
-    device: &B::Device,
-) -> Vec<SwinBlock<B>> {
+pub fn stage_blocks<B: Backend>(cfg: &SwinConfig, stage: usize, init: Init, device: &B::Device) -> Vec<SwinBlock<B>> {
     let dim = cfg.stage_dim(stage);
     let heads = cfg.num_heads[stage];
     cfg.stage_drop_path(stage)
@@ -76,16 +71,8 @@ fn run_blocks<B: Backend>(blocks: &[SwinBlock<B>], mut x: Tensor<B, 4>) -> Tenso
     x
 }
 
-fn visit_blocks<B: Backend>(
-    blocks: Vec<SwinBlock<B>>,
-    prefix: &str,
-    v: &mut impl ParamIo<B>,
-) -> Vec<SwinBlock<B>> {
-    blocks
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| b.visit(&join(prefix, &format!("blocks.{i}")), v))
-        .collect()
+fn visit_blocks<B: Backend>(blocks: Vec<SwinBlock<B>>, prefix: &str, v: &mut impl ParamIo<B>) -> Vec<SwinBlock<B>> {
+    blocks.into_iter().enumerate().map(|(i, b)| b.visit(&join(prefix, &format!("blocks.{i}")), v)).collect()
 }
 
 /// An encoder stage (`layers.{s}`): blocks, then patch merging except in the last stage.
@@ -103,8 +90,7 @@ impl<B: Backend> BasicLayer<B> {
         let last = stage + 1 == cfg.num_stages();
         Self {
             blocks: stage_blocks(cfg, stage, init, device),
-            downsample: (!last)
-                .then(|| PatchMerging::new(cfg.stage_dim(stage), cfg.layer_norm_eps, init, device)),
+            downsample: (!last).then(|| PatchMerging::new(cfg.stage_dim(stage), cfg.layer_norm_eps, init, device)),
         }
     }
 
@@ -121,9 +107,7 @@ impl<B: Backend> BasicLayer<B> {
     /// Visits the parameters under the official keys.
     pub fn visit(mut self, prefix: &str, v: &mut impl ParamIo<B>) -> Self {
         self.blocks = visit_blocks(self.blocks, prefix, v);
-        self.downsample = self
-            .downsample
-            .map(|d| d.visit(&join(prefix, "downsample"), v));
+        self.downsample = self.downsample.map(|d| d.visit(&join(prefix, "downsample"), v));
         self
     }
 }
@@ -139,18 +123,10 @@ pub struct BasicLayerUp<B: Backend> {
 
 impl<B: Backend> BasicLayerUp<B> {
     /// Decoder stage mirroring encoder stage `stage`; `upsample` adds a x2 expansion at the end.
-    pub fn new(
-        cfg: &SwinConfig,
-        stage: usize,
-        upsample: bool,
-        init: Init,
-        device: &B::Device,
-    ) -> Self {
+    pub fn new(cfg: &SwinConfig, stage: usize, upsample: bool, init: Init, device: &B::Device) -> Self {
         Self {
             blocks: stage_blocks(cfg, stage, init, device),
-            upsample: upsample.then(|| {
-                PatchExpanding::new(cfg.stage_dim(stage), 2, cfg.layer_norm_eps, init, device)
-            }),
+            upsample: upsample.then(|| PatchExpanding::new(cfg.stage_dim(stage), 2, cfg.layer_norm_eps, init, device)),
         }
     }
 

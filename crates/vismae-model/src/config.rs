@@ -50,15 +50,7 @@ impl SwinConfig {
     /// Stochastic-depth rates for every block of the encoder, `linspace(0, rate, sum(depths))`.
     pub fn drop_path_rates(&self) -> Vec<f64> {
         let total: usize = self.depths.iter().sum();
-        (0..total)
-            .map(|i| {
-                if total <= 1 {
-                    0.0
-                } else {
-                    self.drop_path_rate * i as f64 / (total - 1) as f64
-                }
-            })
-            .collect()
+        (0..total).map(|i| if total <= 1 { 0.0 } else { self.drop_path_rate * i as f64 / (total - 1) as f64 }).collect()
     }
 
     /// The rates of stage `s`, a slice of [`Self::drop_path_rates`].
@@ -78,10 +70,8 @@ impl SwinConfig {
         }
         for (s, &h) in self.num_heads.iter().enumerate() {
             let dim = self.stage_dim(s);
-            if h == 0 || dim % h != 0 {
-                return Err(format!(
-                    "stage {s}: width {dim} is not divisible by {h} heads"
-                ));
+            if h == 0 || !dim.is_multiple_of(h) {
+                return Err(format!("stage {s}: width {dim} is not divisible by {h} heads"));
             }
         }
         if self.patch_size == 0 || self.window_size == 0 || self.in_chans == 0 {
@@ -166,28 +156,17 @@ impl Variant {
 
     /// Configuration of the pre-training MAE.
     pub fn mae(self, in_chans: usize) -> MaeConfig {
-        MaeConfig {
-            swin: self.base(in_chans, self.mae_depths()),
-            mask_ratio: 0.75,
-            mask_unit: 4,
-            norm_pix_loss: false,
-        }
+        MaeConfig { swin: self.base(in_chans, self.mae_depths()), mask_ratio: 0.75, mask_unit: 4, norm_pix_loss: false }
     }
 
     /// Configuration of the segmentation Swin-UNet.
     pub fn unet(self, in_chans: usize, num_classes: usize) -> UnetConfig {
-        UnetConfig {
-            swin: self.base(in_chans, self.seg_depths()),
-            num_classes,
-        }
+        UnetConfig { swin: self.base(in_chans, self.seg_depths()), num_classes }
     }
 
     /// Configuration of the classifier.
     pub fn classifier(self, in_chans: usize, num_classes: usize) -> ClassifierConfig {
-        ClassifierConfig {
-            swin: self.base(in_chans, self.mae_depths()),
-            num_classes,
-        }
+        ClassifierConfig { swin: self.base(in_chans, self.mae_depths()), num_classes }
     }
 }
 
@@ -230,9 +209,7 @@ mod tests {
     fn drop_path_rates_match_reference_linspace() {
         let c = Variant::VisMae.mae(3).swin;
         let r = c.drop_path_rates();
-        let expect = [
-            0.0, 0.014286, 0.028571, 0.042857, 0.057143, 0.071429, 0.085714, 0.1,
-        ];
+        let expect = [0.0, 0.014286, 0.028571, 0.042857, 0.057143, 0.071429, 0.085714, 0.1];
         assert_eq!(r.len(), 8);
         for (a, b) in r.iter().zip(expect) {
             assert!((a - b).abs() < 1e-6, "{r:?}");

@@ -75,13 +75,7 @@ pub fn window_partition<B: Backend>(x: Tensor<B, 4>, ws: usize) -> Tensor<B, 3> 
 }
 
 /// Inverse of [`window_partition`]: `[B * Nh * Nw, ws * ws, C]` back to `[B, H, W, C]`.
-pub fn window_reverse<B: Backend>(
-    windows: Tensor<B, 3>,
-    ws: usize,
-    b: usize,
-    h: usize,
-    w: usize,
-) -> Tensor<B, 4> {
+pub fn window_reverse<B: Backend>(windows: Tensor<B, 3>, ws: usize, b: usize, h: usize, w: usize) -> Tensor<B, 4> {
     let c = windows.dims()[2];
     let (nh, nw) = (h / ws, w / ws);
     windows
@@ -93,11 +87,7 @@ pub fn window_reverse<B: Backend>(
 /// Cyclic shift of one dimension with PyTorch's `torch.roll` semantics: `out[i] = x[(i - shift) mod n]`.
 ///
 /// burn 0.21's own `roll` shifts the other way (BURN-NOTES.md), so every shift goes through here.
-pub fn roll_dim<B: Backend, const D: usize>(
-    x: Tensor<B, D>,
-    dim: usize,
-    shift: i64,
-) -> Tensor<B, D> {
+pub fn roll_dim<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize, shift: i64) -> Tensor<B, D> {
     let n = x.dims()[dim] as i64;
     if n == 0 {
         return x;
@@ -183,28 +173,15 @@ mod tests {
         let dev = Default::default();
         let (b, h, w, c) = (2, 14, 21, 3);
         let vals: Vec<f32> = (0..b * h * w * c).map(|v| v as f32).collect();
-        let x =
-            Tensor::<TestBackend, 4>::from_data(TensorData::new(vals.clone(), [b, h, w, c]), &dev);
+        let x = Tensor::<TestBackend, 4>::from_data(TensorData::new(vals.clone(), [b, h, w, c]), &dev);
         let win = window_partition(x.clone(), 7);
         assert_eq!(win.dims(), [2 * 2 * 3, 49, 3]);
         // window 1 of batch 0 starts at row 0, column 7
-        let got: Vec<f32> = win
-            .clone()
-            .narrow(0, 1, 1)
-            .narrow(1, 0, 1)
-            .into_data()
-            .to_vec()
-            .unwrap_or_default();
+        let got: Vec<f32> = win.clone().narrow(0, 1, 1).narrow(1, 0, 1).into_data().to_vec().unwrap_or_default();
         assert_eq!(got, vec![(7 * 3) as f32, 22.0, 23.0]);
         // token 8 of window 0 is row 1, column 1
-        let got: Vec<f32> = win
-            .clone()
-            .narrow(0, 0, 1)
-            .narrow(1, 8, 1)
-            .narrow(2, 0, 1)
-            .into_data()
-            .to_vec()
-            .unwrap_or_default();
+        let got: Vec<f32> =
+            win.clone().narrow(0, 0, 1).narrow(1, 8, 1).narrow(2, 0, 1).into_data().to_vec().unwrap_or_default();
         assert_eq!(got, vec![((w + 1) * c) as f32]);
         let back = window_reverse(win, 7, b, h, w);
         let back: Vec<f32> = back.into_data().to_vec().unwrap_or_default();
@@ -214,20 +191,11 @@ mod tests {
     #[test]
     fn roll_matches_torch_semantics() {
         let dev = Default::default();
-        let x = Tensor::<TestBackend, 1>::from_data(
-            TensorData::new(vec![0f32, 1., 2., 3., 4.], [5]),
-            &dev,
-        );
+        let x = Tensor::<TestBackend, 1>::from_data(TensorData::new(vec![0f32, 1., 2., 3., 4.], [5]), &dev);
         // torch.roll([0,1,2,3,4], 2) == [3,4,0,1,2]; torch.roll(x, -2) == [2,3,4,0,1]
-        let plus: Vec<f32> = roll_dim(x.clone(), 0, 2)
-            .into_data()
-            .to_vec()
-            .unwrap_or_default();
+        let plus: Vec<f32> = roll_dim(x.clone(), 0, 2).into_data().to_vec().unwrap_or_default();
         assert_eq!(plus, vec![3., 4., 0., 1., 2.]);
-        let minus: Vec<f32> = roll_dim(x.clone(), 0, -2)
-            .into_data()
-            .to_vec()
-            .unwrap_or_default();
+        let minus: Vec<f32> = roll_dim(x.clone(), 0, -2).into_data().to_vec().unwrap_or_default();
         assert_eq!(minus, vec![2., 3., 4., 0., 1.]);
         let zero: Vec<f32> = roll_dim(x, 0, 5).into_data().to_vec().unwrap_or_default();
         assert_eq!(zero, vec![0., 1., 2., 3., 4.]);

@@ -19,13 +19,7 @@ pub enum Init {
 }
 
 /// Builds a Linear `d_in -> d_out` initialised as the reference does.
-pub fn new_linear<B: Backend>(
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
-    init: Init,
-    device: &B::Device,
-) -> Linear<B> {
+pub fn new_linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, init: Init, device: &B::Device) -> Linear<B> {
     let dist = match init {
         Init::XavierUniform => {
             let bound = (6.0 / (d_in + d_out) as f64).sqrt();
@@ -42,12 +36,7 @@ pub fn new_linear<B: Backend>(
 
 /// Builds a Linear initialised like a PyTorch `Conv2d` default (kaiming-uniform, a = sqrt 5):
 /// weight and bias uniform in `+-1/sqrt(fan_in)`.
-pub fn new_conv_linear<B: Backend>(
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
-    device: &B::Device,
-) -> Linear<B> {
+pub fn new_conv_linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
     let bound = 1.0 / (d_in as f64).sqrt();
     let dist = Distribution::Uniform(-bound, bound);
     Linear {
@@ -69,8 +58,7 @@ pub fn drop_path<B: Backend>(x: Tensor<B, 4>, rate: f64) -> Tensor<B, 4> {
     }
     let keep = 1.0 - rate;
     let b = x.dims()[0];
-    let keep_mask =
-        Tensor::<B, 4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    let keep_mask = Tensor::<B, 4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
     x.mul(keep_mask).div_scalar(keep)
 }
 
@@ -223,10 +211,7 @@ pub struct Mlp<B: Backend> {
 impl<B: Backend> Mlp<B> {
     /// New MLP of width `dim` and hidden width `hidden`.
     pub fn new(dim: usize, hidden: usize, init: Init, device: &B::Device) -> Self {
-        Self {
-            fc1: new_linear(dim, hidden, true, init, device),
-            fc2: new_linear(hidden, dim, true, init, device),
-        }
+        Self { fc1: new_linear(dim, hidden, true, init, device), fc2: new_linear(hidden, dim, true, init, device) }
     }
 
     /// # Shapes

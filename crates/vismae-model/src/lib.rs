@@ -12,6 +12,7 @@ pub mod layers;
 pub mod mae;
 pub mod masking;
 pub mod params;
+pub mod store;
 pub mod unet;
 pub mod weights;
 

@@ -54,11 +54,7 @@ impl MaeConfig {
         let out = c.patch_size * c.patch_size * c.in_chans;
         SwinMae {
             encoder: SwinEncoder::new(c, Init::XavierUniform, device),
-            mask_token: Param::from_tensor(Tensor::random(
-                [c.embed_dim],
-                Distribution::Normal(0.0, 0.02),
-                device,
-            )),
+            mask_token: Param::from_tensor(Tensor::random([c.embed_dim], Distribution::Normal(0.0, 0.02), device)),
             decoder: SwinDecoder::new(c, false, Init::XavierUniform, device),
             decoder_pred: new_linear(c.embed_dim, out, true, Init::XavierUniform, device),
             patch: c.patch_size,
@@ -96,16 +92,11 @@ impl<B: Backend> SwinMae<B> {
     pub fn forward(&self, img: Tensor<B, 4>, plan: &MaskPlan) -> Result<MaeOutput<B>, String> {
         let [b, c, h, w] = img.dims();
         if c != self.in_chans {
-            return Err(format!(
-                "input has {c} channels, the model expects {}",
-                self.in_chans
-            ));
+            return Err(format!("input has {c} channels, the model expects {}", self.in_chans));
         }
         let unit_px = self.patch * self.mask_unit;
         if h % unit_px != 0 || w % unit_px != 0 {
-            return Err(format!(
-                "input {h}x{w} is not a multiple of the {unit_px}-pixel mask unit"
-            ));
+            return Err(format!("input {h}x{w} is not a multiple of the {unit_px}-pixel mask unit"));
         }
         let (gh, gw) = (h / self.patch, w / self.patch);
         if plan.batch != b || plan.grid_h != gh || plan.grid_w != gw {
@@ -115,8 +106,7 @@ impl<B: Backend> SwinMae<B> {
             ));
         }
         let device = img.device();
-        let mask =
-            Tensor::<B, 2>::from_data(TensorData::new(plan.mask.clone(), [b, gh * gw]), &device);
+        let mask = Tensor::<B, 2>::from_data(TensorData::new(plan.mask.clone(), [b, gh * gw]), &device);
 
         let x = self.encoder.embed(img.clone()); // [B, gh, gw, E]
         let m = mask.clone().reshape([b, gh, gw, 1]);
@@ -124,18 +114,10 @@ impl<B: Backend> SwinMae<B> {
         let x = x * (m.clone().neg() + 1.0) + token * m; // masked tokens replaced
         let (latent, _) = self.encoder.stages(x);
         let y = self.decoder.forward(latent.clone(), None); // [B, gh, gw, E]
-        let pred = self
-            .decoder_pred
-            .forward(y)
-            .reshape([b, gh * gw, self.patch * self.patch * c]);
+        let pred = self.decoder_pred.forward(y).reshape([b, gh * gw, self.patch * self.patch * c]);
 
         let loss = self.loss(img, pred.clone(), mask.clone());
-        Ok(MaeOutput {
-            loss,
-            pred,
-            mask,
-            latent,
-        })
+        Ok(MaeOutput { loss, pred, mask, latent })
     }
 
     /// Mean squared error per token over masked tokens (`forward_loss`).
@@ -154,17 +136,9 @@ impl<B: Backend> SwinMae<B> {
     pub fn visit(mut self, v: &mut impl ParamIo<B>) -> Self {
         let grid = REFERENCE_IMG_SIZE / self.patch;
         let e = self.embed_dim;
-        v.buffer("pos_embed", vec![1, grid * grid, e], || {
-            Buffer::F32(sincos_pos_embed(e, grid))
-        });
-        self.mask_token = v.param(
-            "mask_token",
-            self.mask_token,
-            TorchLayout {
-                shape: vec![1, 1, e],
-                transposed: false,
-            },
-        );
+        v.buffer("pos_embed", vec![1, grid * grid, e], || Buffer::F32(sincos_pos_embed(e, grid)));
+        self.mask_token =
+            v.param("mask_token", self.mask_token, TorchLayout { shape: vec![1, 1, e], transposed: false });
         self.encoder = self.encoder.visit(v);
         self.decoder = self.decoder.visit(v);
         self.decoder_pred = params::linear(v, "decoder_pred", self.decoder_pred);
@@ -185,13 +159,7 @@ pub fn patchify<B: Backend>(img: Tensor<B, 4>, p: usize) -> Tensor<B, 3> {
 }
 
 /// Inverse of [`patchify`] for a `gh x gw` token grid.
-pub fn unpatchify<B: Backend>(
-    x: Tensor<B, 3>,
-    p: usize,
-    gh: usize,
-    gw: usize,
-    c: usize,
-) -> Tensor<B, 4> {
+pub fn unpatchify<B: Backend>(x: Tensor<B, 3>, p: usize, gh: usize, gw: usize, c: usize) -> Tensor<B, 4> {
     let b = x.dims()[0];
     x.reshape([b, gh, gw, p, p, c]) // [B, h, w, p, q, C]
         .permute([0, 5, 1, 3, 2, 4]) // [B, C, h, p, w, q]
@@ -203,9 +171,7 @@ pub fn unpatchify<B: Backend>(
 pub fn sincos_pos_embed(dim: usize, grid: usize) -> Vec<f32> {
     let half = dim / 2;
     let quarter = half / 2;
-    let omega: Vec<f64> = (0..quarter)
-        .map(|i| 1.0 / 10000f64.powf(i as f64 / (half as f64 / 2.0)))
-        .collect();
+    let omega: Vec<f64> = (0..quarter).map(|i| 1.0 / 10000f64.powf(i as f64 / (half as f64 / 2.0))).collect();
     let mut out = Vec::with_capacity(grid * grid * dim);
     for row in 0..grid {
         for col in 0..grid {

@@ -52,7 +52,7 @@ impl MaskGeometry {
 
     /// Checks that the token grid splits into whole units.
     pub fn validate(&self) -> Result<(), String> {
-        if self.unit == 0 || self.grid_h % self.unit != 0 || self.grid_w % self.unit != 0 {
+        if self.unit == 0 || !self.grid_h.is_multiple_of(self.unit) || !self.grid_w.is_multiple_of(self.unit) {
             return Err(format!(
                 "token grid {}x{} is not a whole number of {}x{}-token mask units; use an input side that is a multiple of {}",
                 self.grid_h,
@@ -77,18 +77,11 @@ pub fn noise_from_seed(seed: u64, batch: usize, units: usize) -> Vec<f32> {
 
 /// Builds the mask from per-unit noise (`batch * units` values), exactly as the reference does:
 /// `keep = argsort(noise)[:, :units_kept]`, and every token of a kept unit is visible.
-pub fn plan_from_noise(
-    geom: MaskGeometry,
-    batch: usize,
-    noise: &[f32],
-) -> Result<MaskPlan, String> {
+pub fn plan_from_noise(geom: MaskGeometry, batch: usize, noise: &[f32]) -> Result<MaskPlan, String> {
     geom.validate()?;
     let units = geom.num_units();
     if noise.len() != batch * units {
-        return Err(format!(
-            "noise has {} values, expected {batch} images x {units} units",
-            noise.len()
-        ));
+        return Err(format!("noise has {} values, expected {batch} images x {units} units", noise.len()));
     }
     let (_, units_w) = geom.units();
     let keep = geom.units_kept();
@@ -108,13 +101,7 @@ pub fn plan_from_noise(
             }
         }
     }
-    Ok(MaskPlan {
-        batch,
-        grid_h: geom.grid_h,
-        grid_w: geom.grid_w,
-        mask,
-        units_kept: keep,
-    })
+    Ok(MaskPlan { batch, grid_h: geom.grid_h, grid_w: geom.grid_w, mask, units_kept: keep })
 }
 
 /// Plans a mask from a seed.
@@ -128,12 +115,7 @@ mod tests {
     use super::*;
 
     fn geom() -> MaskGeometry {
-        MaskGeometry {
-            grid_h: 56,
-            grid_w: 56,
-            unit: 4,
-            ratio: 0.75,
-        }
+        MaskGeometry { grid_h: 56, grid_w: 56, unit: 4, ratio: 0.75 }
     }
 
     #[test]
@@ -143,10 +125,7 @@ mod tests {
         assert_eq!(g.units_kept(), 49);
         let plan = plan_from_seed(g, 3, 7).unwrap();
         for b in 0..3 {
-            let visible = plan.mask[b * 3136..(b + 1) * 3136]
-                .iter()
-                .filter(|&&m| m == 0.0)
-                .count();
+            let visible = plan.mask[b * 3136..(b + 1) * 3136].iter().filter(|&&m| m == 0.0).count();
             assert_eq!(visible, 49 * 16);
         }
     }
@@ -163,27 +142,19 @@ mod tests {
     #[test]
     fn unit_15_maps_to_tokens_from_228() {
         // noise smallest at unit 15, ratio such that only one unit is kept
-        let g = MaskGeometry {
-            ratio: 1.0 - 1.5 / 196.0,
-            ..geom()
-        };
+        let g = MaskGeometry { ratio: 1.0 - 1.5 / 196.0, ..geom() };
         assert_eq!(g.units_kept(), 1);
         let mut noise = vec![0.5f32; 196];
         noise[15] = 0.1;
         let plan = plan_from_noise(g, 1, &noise).unwrap();
         let visible: Vec<usize> = (0..3136).filter(|&t| plan.mask[t] == 0.0).collect();
-        let expect: Vec<usize> = (0..4)
-            .flat_map(|i| (0..4).map(move |j| 228 + 56 * i + j))
-            .collect();
+        let expect: Vec<usize> = (0..4).flat_map(|i| (0..4).map(move |j| 228 + 56 * i + j)).collect();
         assert_eq!(visible, expect);
     }
 
     #[test]
     fn rejects_bad_geometry_and_noise() {
-        let g = MaskGeometry {
-            grid_h: 54,
-            ..geom()
-        };
+        let g = MaskGeometry { grid_h: 54, ..geom() };
         assert!(plan_from_seed(g, 1, 0).is_err());
         assert!(plan_from_noise(geom(), 2, &[0.0; 10]).is_err());
     }

@@ -42,11 +42,7 @@ pub trait ParamIo<B: Backend> {
 
 /// Joins a prefix and a name with a dot (`""` + `x` is `x`).
 pub fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
 }
 
 /// A tensor whose PyTorch shape equals the burn shape.
@@ -56,14 +52,7 @@ pub fn same<B: Backend, const D: usize>(
     p: Param<Tensor<B, D>>,
 ) -> Param<Tensor<B, D>> {
     let shape = p.val().dims().to_vec();
-    v.param(
-        key,
-        p,
-        TorchLayout {
-            shape,
-            transposed: false,
-        },
-    )
+    v.param(key, p, TorchLayout { shape, transposed: false })
 }
 
 /// A `Linear` (`weight [out, in]` in PyTorch), or a convolution given as `torch_weight_shape`
@@ -76,14 +65,7 @@ pub fn linear_as<B: Backend>(
 ) -> Linear<B> {
     let [d_in, d_out] = l.weight.val().dims();
     let shape = torch_weight_shape.unwrap_or_else(|| vec![d_out, d_in]);
-    l.weight = v.param(
-        &join(prefix, "weight"),
-        l.weight,
-        TorchLayout {
-            shape,
-            transposed: true,
-        },
-    );
+    l.weight = v.param(&join(prefix, "weight"), l.weight, TorchLayout { shape, transposed: true });
     l.bias = l.bias.map(|b| same(v, &join(prefix, "bias"), b));
     l
 }
@@ -94,11 +76,7 @@ pub fn linear<B: Backend>(v: &mut impl ParamIo<B>, prefix: &str, l: Linear<B>) -
 }
 
 /// A PyTorch `LayerNorm` (`weight` = burn's gamma, `bias` = beta).
-pub fn layer_norm<B: Backend>(
-    v: &mut impl ParamIo<B>,
-    prefix: &str,
-    mut n: LayerNorm<B>,
-) -> LayerNorm<B> {
+pub fn layer_norm<B: Backend>(v: &mut impl ParamIo<B>, prefix: &str, mut n: LayerNorm<B>) -> LayerNorm<B> {
     n.gamma = same(v, &join(prefix, "weight"), n.gamma);
     n.beta = n.beta.map(|b| same(v, &join(prefix, "bias"), b));
     n
@@ -143,10 +121,7 @@ mod tests {
 
     #[test]
     fn transposes_round_trip() {
-        let layout = TorchLayout {
-            shape: vec![2, 3, 1, 1],
-            transposed: true,
-        };
+        let layout = TorchLayout { shape: vec![2, 3, 1, 1], transposed: true };
         let torch = vec![1., 2., 3., 4., 5., 6.];
         let burn = torch_to_burn(&torch, &layout);
         assert_eq!(burn, vec![1., 4., 2., 5., 3., 6.]);

@@ -54,11 +54,7 @@ pub struct ShapeMismatch {
 
 impl fmt::Display for ShapeMismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: file has {:?}, model needs {:?}",
-            self.key, self.file, self.model
-        )
+        write!(f, "{}: file has {:?}, model needs {:?}", self.key, self.file, self.model)
     }
 }
 
@@ -128,12 +124,7 @@ fn as_f32(values: &Values) -> Vec<f32> {
 }
 
 impl<B: Backend> ParamIo<B> for Importer<'_> {
-    fn param<const D: usize>(
-        &mut self,
-        key: &str,
-        p: Param<Tensor<B, D>>,
-        layout: TorchLayout,
-    ) -> Param<Tensor<B, D>> {
+    fn param<const D: usize>(&mut self, key: &str, p: Param<Tensor<B, D>>, layout: TorchLayout) -> Param<Tensor<B, D>> {
         let Some(entry) = self.sd.tensors.get(key) else {
             self.report.missing.push(key.to_string());
             return p;
@@ -179,19 +170,10 @@ pub fn apply_state_dict<B: Backend, M: Visit<B>>(
     sd: &StateDict,
     opts: LoadOptions,
 ) -> Result<(M, LoadReport), WeightError> {
-    let mut importer = Importer {
-        sd,
-        used: BTreeSet::new(),
-        report: LoadReport::default(),
-    };
+    let mut importer = Importer { sd, used: BTreeSet::new(), report: LoadReport::default() };
     let model = model.visit_params(&mut importer);
     let mut report = importer.report;
-    report.unused = sd
-        .tensors
-        .keys()
-        .filter(|k| !importer.used.contains(*k))
-        .cloned()
-        .collect();
+    report.unused = sd.tensors.keys().filter(|k| !importer.used.contains(*k)).cloned().collect();
     if !opts.partial && !report.mismatched.is_empty() {
         return Err(WeightError::Shape(report.mismatched));
     }
@@ -203,26 +185,10 @@ struct Exporter {
 }
 
 impl<B: Backend> ParamIo<B> for Exporter {
-    fn param<const D: usize>(
-        &mut self,
-        key: &str,
-        p: Param<Tensor<B, D>>,
-        layout: TorchLayout,
-    ) -> Param<Tensor<B, D>> {
-        let data: Vec<f32> = p
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .unwrap_or_default();
+    fn param<const D: usize>(&mut self, key: &str, p: Param<Tensor<B, D>>, layout: TorchLayout) -> Param<Tensor<B, D>> {
+        let data: Vec<f32> = p.val().into_data().convert::<f32>().to_vec().unwrap_or_default();
         let values = Values::F32(burn_to_torch(&data, &layout));
-        self.sd.tensors.insert(
-            key.to_string(),
-            TensorEntry {
-                shape: layout.shape,
-                values,
-            },
-        );
+        self.sd.tensors.insert(key.to_string(), TensorEntry { shape: layout.shape, values });
         p
     }
 
@@ -231,17 +197,13 @@ impl<B: Backend> ParamIo<B> for Exporter {
             Buffer::I64(v) => Values::I64(v),
             Buffer::F32(v) => Values::F32(v),
         };
-        self.sd
-            .tensors
-            .insert(key.to_string(), TensorEntry { shape, values });
+        self.sd.tensors.insert(key.to_string(), TensorEntry { shape, values });
     }
 }
 
 /// The model's parameters and buffers as an official-layout state dict.
 pub fn export_state_dict<B: Backend, M: Visit<B>>(model: M) -> (M, StateDict) {
-    let mut exporter = Exporter {
-        sd: StateDict::default(),
-    };
+    let mut exporter = Exporter { sd: StateDict::default() };
     let model = model.visit_params(&mut exporter);
     (model, exporter.sd)
 }

@@ -7,7 +7,8 @@ use super::StateDict;
 use crate::config::{SwinConfig, Variant};
 
 /// The three networks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ModelKind {
     /// Window-masked Swin MAE (`decoder_pred.*`).
     Mae,
@@ -43,10 +44,7 @@ pub struct ModelInfo {
 }
 
 fn shape<'a>(sd: &'a StateDict, key: &str) -> Result<&'a [usize], String> {
-    sd.tensors
-        .get(key)
-        .map(|t| t.shape.as_slice())
-        .ok_or_else(|| format!("key {key} is missing"))
+    sd.tensors.get(key).map(|t| t.shape.as_slice()).ok_or_else(|| format!("key {key} is missing"))
 }
 
 /// Recognises the network and its configuration.
@@ -63,22 +61,15 @@ pub fn detect(sd: &StateDict) -> Result<ModelInfo, String> {
     };
     let pe = shape(sd, "patch_embed.proj.weight")?;
     let [embed_dim, in_chans, patch_size, _] = pe else {
-        return Err(format!(
-            "patch_embed.proj.weight has shape {pe:?}, expected 4 dimensions"
-        ));
+        return Err(format!("patch_embed.proj.weight has shape {pe:?}, expected 4 dimensions"));
     };
     let mut depths = Vec::new();
     let mut num_heads = Vec::new();
     let mut window_size = 7;
     while has(&format!("layers.{}.blocks.0.norm1.weight", depths.len())) {
         let s = depths.len();
-        let depth = (0..)
-            .take_while(|b| has(&format!("layers.{s}.blocks.{b}.norm1.weight")))
-            .count();
-        let table = shape(
-            sd,
-            &format!("layers.{s}.blocks.0.attn.relative_position_bias_table"),
-        )?;
+        let depth = (0..).take_while(|b| has(&format!("layers.{s}.blocks.{b}.norm1.weight"))).count();
+        let table = shape(sd, &format!("layers.{s}.blocks.0.attn.relative_position_bias_table"))?;
         let span = (table[0] as f64).sqrt().round() as usize;
         window_size = span.div_ceil(2);
         num_heads.push(table.get(1).copied().unwrap_or(1));
@@ -114,11 +105,5 @@ pub fn detect(sd: &StateDict) -> Result<ModelInfo, String> {
         .filter(|(k, t)| k.as_str() != "pos_embed" && matches!(t.values, super::Values::F32(_)))
         .map(|(_, t)| t.values.len())
         .sum();
-    Ok(ModelInfo {
-        kind,
-        swin,
-        num_classes,
-        variant,
-        trainable_params,
-    })
+    Ok(ModelInfo { kind, swin, num_classes, variant, trainable_params })
 }

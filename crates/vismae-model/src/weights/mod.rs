@@ -5,15 +5,14 @@
 mod apply;
 mod detect;
 pub mod pth;
+pub mod pth_write;
 pub mod safetensors_io;
 mod transfer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use apply::{
-    LoadOptions, LoadReport, ShapeMismatch, Visit, apply_state_dict, export_state_dict,
-};
+pub use apply::{LoadOptions, LoadReport, ShapeMismatch, Visit, apply_state_dict, export_state_dict};
 pub use detect::{ModelInfo, ModelKind, detect};
 pub use transfer::{DecoderInit, mirror_encoder_into_decoder};
 
@@ -68,11 +67,7 @@ pub struct StateDict {
 impl StateDict {
     /// Number of elements over all floating-point tensors.
     pub fn float_elements(&self) -> usize {
-        self.tensors
-            .values()
-            .filter(|t| matches!(t.values, Values::F32(_)))
-            .map(|t| t.values.len())
-            .sum()
+        self.tensors.values().filter(|t| matches!(t.values, Values::F32(_))).map(|t| t.values.len()).sum()
     }
 }
 
@@ -116,14 +111,8 @@ impl Format {
     pub fn sniff(path: &Path) -> Result<Format, WeightError> {
         use std::io::Read;
         let mut head = [0u8; 16];
-        let mut f = std::fs::File::open(path).map_err(|source| WeightError::Io {
-            path: path.into(),
-            source,
-        })?;
-        let n = f.read(&mut head).map_err(|source| WeightError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let mut f = std::fs::File::open(path).map_err(|source| WeightError::Io { path: path.into(), source })?;
+        let n = f.read(&mut head).map_err(|source| WeightError::Io { path: path.into(), source })?;
         if n >= 4 && &head[..4] == b"PK\x03\x04" {
             return Ok(Format::Pth);
         }
@@ -150,8 +139,7 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightError> {
         Format::Pth => pth::read(path),
         Format::BurnRecord => Err(WeightError::Format {
             path: path.into(),
-            reason: "a burn record holds no key names; load it with the matching model instead"
-                .into(),
+            reason: "a burn record holds no key names; load it with the matching model instead".into(),
         }),
     }
 }
@@ -160,18 +148,9 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightError> {
 /// a full disk never leaves a torn file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
     use std::io::Write;
-    let io = |source| WeightError::Io {
-        path: path.into(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let io = |source| WeightError::Io { path: path.into(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;

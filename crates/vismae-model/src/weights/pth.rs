@@ -89,9 +89,7 @@ impl<'a> Machine<'a> {
         Ok(b.iter().rev().fold(0u64, |acc, &x| (acc << 8) | x as u64))
     }
     fn pop(&mut self) -> Result<Value, String> {
-        self.stack
-            .pop()
-            .ok_or_else(|| format!("pickle stack underflow at byte {}", self.pos))
+        self.stack.pop().ok_or_else(|| format!("pickle stack underflow at byte {}", self.pos))
     }
     fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
         let at = self
@@ -105,9 +103,7 @@ impl<'a> Machine<'a> {
     }
     fn top(&mut self) -> Result<&mut Value, String> {
         let pos = self.pos;
-        self.stack
-            .last_mut()
-            .ok_or_else(|| format!("pickle stack empty at byte {pos}"))
+        self.stack.last_mut().ok_or_else(|| format!("pickle stack empty at byte {pos}"))
     }
     fn string(&mut self, n: usize) -> Result<Value, String> {
         let b = self.take(n)?;
@@ -157,12 +153,8 @@ impl<'a> Machine<'a> {
                 ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
                     return rebuild_tensor(&args_vec);
                 }
-                ("torch._utils", "_rebuild_parameter")
-                | ("torch._utils", "_rebuild_parameter_with_state") => {
-                    return args_vec
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| "empty _rebuild_parameter".into());
+                ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
+                    return args_vec.into_iter().next().ok_or_else(|| "empty _rebuild_parameter".into());
                 }
                 _ => {}
             }
@@ -241,16 +233,8 @@ impl<'a> Machine<'a> {
                     self.memo.insert(i, v);
                 }
                 b'h' | b'j' => {
-                    let i = if op == b'h' {
-                        self.u8()? as u32
-                    } else {
-                        self.uint(4)? as u32
-                    };
-                    let v = self
-                        .memo
-                        .get(&i)
-                        .cloned()
-                        .ok_or_else(|| format!("pickle memo {i} missing"))?;
+                    let i = if op == b'h' { self.u8()? as u32 } else { self.uint(4)? as u32 };
+                    let v = self.memo.get(&i).cloned().ok_or_else(|| format!("pickle memo {i} missing"))?;
                     self.stack.push(v);
                 }
                 b'c' => {
@@ -309,11 +293,7 @@ impl<'a> Machine<'a> {
                     self.stack.push(Value::Int(v));
                 }
                 0x8a | 0x8b => {
-                    let n = if op == 0x8a {
-                        self.u8()? as usize
-                    } else {
-                        self.uint(4)? as usize
-                    };
+                    let n = if op == 0x8a { self.u8()? as usize } else { self.uint(4)? as usize };
                     let b = self.take(n)?;
                     let mut v: i128 = 0;
                     for (i, &x) in b.iter().enumerate().take(16) {
@@ -365,10 +345,7 @@ impl<'a> Machine<'a> {
                     let v = match t {
                         "01" => Value::Bool(true),
                         "00" => Value::Bool(false),
-                        _ => Value::Int(
-                            t.parse()
-                                .map_err(|_| format!("bad INT {line:?} at byte {at}"))?,
-                        ),
+                        _ => Value::Int(t.parse().map_err(|_| format!("bad INT {line:?} at byte {at}"))?),
                     };
                     self.stack.push(v);
                 }
@@ -383,9 +360,7 @@ impl<'a> Machine<'a> {
                     self.stack.push(v);
                 }
                 other => {
-                    return Err(format!(
-                        "unsupported pickle opcode 0x{other:02x} at byte {at}"
-                    ));
+                    return Err(format!("unsupported pickle opcode 0x{other:02x} at byte {at}"));
                 }
             }
         }
@@ -425,13 +400,8 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
         return Err("persistent id is not a tuple".into());
     };
     match (items.first(), items.get(1), items.get(2)) {
-        (Some(Value::Str(kind)), Some(Value::Global(_, class)), Some(Value::Str(key)))
-            if kind == "storage" =>
-        {
-            Ok(Value::Storage {
-                dtype: storage_dtype(class).to_string(),
-                key: key.clone(),
-            })
+        (Some(Value::Str(kind)), Some(Value::Global(_, class)), Some(Value::Str(key))) if kind == "storage" => {
+            Ok(Value::Storage { dtype: storage_dtype(class).to_string(), key: key.clone() })
         }
         _ => Err(format!("unsupported persistent id {items:?}")),
     }
@@ -448,12 +418,7 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
         }
         s
     };
-    let max_index = t.offset
-        + t.shape
-            .iter()
-            .zip(&t.stride)
-            .map(|(&n, &s)| n.saturating_sub(1) * s)
-            .sum::<usize>();
+    let max_index = t.offset + t.shape.iter().zip(&t.stride).map(|(&n, &s)| n.saturating_sub(1) * s).sum::<usize>();
     if numel > 0 && (max_index + 1) * size > storage.len() {
         return Err(format!(
             "tensor of shape {:?} reaches element {max_index} but its storage {} holds {}",
@@ -485,27 +450,18 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
 
 fn dict_get(d: &Value, key: &str) -> Option<Value> {
     match d {
-        Value::Dict(items) => items
-            .borrow()
-            .iter()
-            .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
-            .map(|(_, v)| v.clone()),
+        Value::Dict(items) => {
+            items.borrow().iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v.clone())
+        }
         _ => None,
     }
 }
 
 /// Reads the model state dict out of a zip-format PyTorch checkpoint.
 pub fn read(path: &Path) -> Result<StateDict, WeightError> {
-    let fail = |reason: String| WeightError::Format {
-        path: path.into(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|source| WeightError::Io {
-        path: path.into(),
-        source,
-    })?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| fail(format!("not a zip-format PyTorch checkpoint: {e}")))?;
+    let fail = |reason: String| WeightError::Format { path: path.into(), reason };
+    let file = std::fs::File::open(path).map_err(|source| WeightError::Io { path: path.into(), source })?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| fail(format!("not a zip-format PyTorch checkpoint: {e}")))?;
     let pkl_name = (0..zip.len())
         .filter_map(|i| zip.name_for_index(i).map(str::to_string))
         .find(|n| n.ends_with("data.pkl"))
@@ -522,20 +478,13 @@ pub fn read(path: &Path) -> Result<StateDict, WeightError> {
     zip.by_name(&pkl_name)
         .and_then(|mut f| f.read_to_end(&mut pkl).map_err(Into::into))
         .map_err(|e| fail(format!("cannot read {pkl_name}: {e}")))?;
-    let machine = Machine {
-        data: &pkl,
-        pos: 0,
-        stack: Vec::new(),
-        memo: HashMap::new(),
-    };
-    let root = machine
-        .run()
-        .map_err(|e| fail(format!("cannot unpickle {pkl_name}: {e}")))?;
-    let state = dict_get(&root, "model")
-        .or_else(|| dict_get(&root, "state_dict"))
-        .unwrap_or(root);
+    let machine = Machine { data: &pkl, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    let root = machine.run().map_err(|e| fail(format!("cannot unpickle {pkl_name}: {e}")))?;
+    let state = dict_get(&root, "model").or_else(|| dict_get(&root, "state_dict")).unwrap_or(root);
     let Value::Dict(items) = state else {
-        return Err(fail("the checkpoint holds no state dict (no 'model' or 'state_dict' entry, and the root is not a dict)".into()));
+        return Err(fail(
+            "the checkpoint holds no state dict (no 'model' or 'state_dict' entry, and the root is not a dict)".into(),
+        ));
     };
     let mut out = StateDict::default();
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
@@ -551,15 +500,8 @@ pub fn read(path: &Path) -> Result<StateDict, WeightError> {
                 .map_err(|e| fail(format!("tensor {name}: cannot read storage {entry}: {e}")))?;
             storages.insert(t.key.clone(), bytes);
         }
-        let values =
-            materialise(t, &storages[&t.key]).map_err(|e| fail(format!("tensor {name}: {e}")))?;
-        out.tensors.insert(
-            name.clone(),
-            TensorEntry {
-                shape: t.shape.clone(),
-                values,
-            },
-        );
+        let values = materialise(t, &storages[&t.key]).map_err(|e| fail(format!("tensor {name}: {e}")))?;
+        out.tensors.insert(name.clone(), TensorEntry { shape: t.shape.clone(), values });
     }
     if out.tensors.is_empty() {
         return Err(fail("the state dict holds no tensors".into()));
@@ -572,13 +514,7 @@ mod tests {
     use super::*;
 
     fn run(bytes: &[u8]) -> Result<Value, String> {
-        Machine {
-            data: bytes,
-            pos: 0,
-            stack: Vec::new(),
-            memo: HashMap::new(),
-        }
-        .run()
+        Machine { data: bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() }.run()
     }
 
     #[test]
@@ -591,9 +527,7 @@ mod tests {
         p.extend((-2i32).to_le_bytes());
         p.push(b'G');
         p.extend(3.5f64.to_be_bytes());
-        p.extend([
-            0x87, 0x8c, 1, b'b', b']', b'(', 0x88, b'N', b'e', b'u', b'.',
-        ]);
+        p.extend([0x87, 0x8c, 1, b'b', b']', b'(', 0x88, b'N', b'e', b'u', b'.']);
         let v = run(&p).unwrap();
         let a = dict_get(&v, "a").unwrap();
         match a {
@@ -612,37 +546,18 @@ mod tests {
 
     #[test]
     fn truncated_and_unknown_opcodes_are_errors() {
-        assert!(
-            run(&[0x80, 2, b'X', 5, 0])
-                .unwrap_err()
-                .contains("truncated")
-        );
+        assert!(run(&[0x80, 2, b'X', 5, 0]).unwrap_err().contains("truncated"));
         assert!(run(&[0x80, 2, 0xff]).unwrap_err().contains("0xff"));
-        assert!(run(&[b'.']).unwrap_err().contains("underflow"));
+        assert!(run(b".").unwrap_err().contains("underflow"));
     }
 
     #[test]
     fn strided_tensors_are_gathered() {
         // a 2x3 storage read as its 3x2 transpose
-        let storage: Vec<u8> = [0f32, 1., 2., 3., 4., 5.]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let t = TensorRef {
-            dtype: "F32".into(),
-            key: "0".into(),
-            offset: 0,
-            shape: vec![3, 2],
-            stride: vec![1, 3],
-        };
-        assert_eq!(
-            materialise(&t, &storage).unwrap(),
-            Values::F32(vec![0., 3., 1., 4., 2., 5.])
-        );
-        let short = TensorRef {
-            shape: vec![4, 2],
-            ..t
-        };
+        let storage: Vec<u8> = [0f32, 1., 2., 3., 4., 5.].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t = TensorRef { dtype: "F32".into(), key: "0".into(), offset: 0, shape: vec![3, 2], stride: vec![1, 3] };
+        assert_eq!(materialise(&t, &storage).unwrap(), Values::F32(vec![0., 3., 1., 4., 2., 5.]));
+        let short = TensorRef { shape: vec![4, 2], ..t };
         assert!(materialise(&short, &storage).is_err());
     }
 }

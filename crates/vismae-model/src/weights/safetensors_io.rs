@@ -18,32 +18,12 @@ pub(crate) fn decode(dtype: &str, bytes: &[u8]) -> Option<Values> {
     }
     Some(match dtype {
         "F32" => Values::F32(chunks::<4>(bytes).map(f32::from_le_bytes).collect()),
-        "F64" => Values::F32(
-            chunks::<8>(bytes)
-                .map(|a| f64::from_le_bytes(a) as f32)
-                .collect(),
-        ),
-        "F16" => Values::F32(
-            chunks::<2>(bytes)
-                .map(|a| half::f16::from_le_bytes(a).to_f32())
-                .collect(),
-        ),
-        "BF16" => Values::F32(
-            chunks::<2>(bytes)
-                .map(|a| half::bf16::from_le_bytes(a).to_f32())
-                .collect(),
-        ),
+        "F64" => Values::F32(chunks::<8>(bytes).map(|a| f64::from_le_bytes(a) as f32).collect()),
+        "F16" => Values::F32(chunks::<2>(bytes).map(|a| half::f16::from_le_bytes(a).to_f32()).collect()),
+        "BF16" => Values::F32(chunks::<2>(bytes).map(|a| half::bf16::from_le_bytes(a).to_f32()).collect()),
         "I64" => Values::I64(chunks::<8>(bytes).map(i64::from_le_bytes).collect()),
-        "I32" => Values::I64(
-            chunks::<4>(bytes)
-                .map(|a| i32::from_le_bytes(a) as i64)
-                .collect(),
-        ),
-        "I16" => Values::I64(
-            chunks::<2>(bytes)
-                .map(|a| i16::from_le_bytes(a) as i64)
-                .collect(),
-        ),
+        "I32" => Values::I64(chunks::<4>(bytes).map(|a| i32::from_le_bytes(a) as i64).collect()),
+        "I16" => Values::I64(chunks::<2>(bytes).map(|a| i16::from_le_bytes(a) as i64).collect()),
         "I8" => Values::I64(bytes.iter().map(|&b| b as i8 as i64).collect()),
         "U8" | "BOOL" => Values::I64(bytes.iter().map(|&b| b as i64).collect()),
         _ => return None,
@@ -52,32 +32,18 @@ pub(crate) fn decode(dtype: &str, bytes: &[u8]) -> Option<Values> {
 
 /// Reads every tensor of a safetensors file.
 pub fn read(path: &Path) -> Result<StateDict, WeightError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightError::Io {
-        path: path.into(),
-        source,
-    })?;
-    from_bytes(&bytes).map_err(|reason| WeightError::Format {
-        path: path.into(),
-        reason,
-    })
+    let bytes = std::fs::read(path).map_err(|source| WeightError::Io { path: path.into(), source })?;
+    from_bytes(&bytes).map_err(|reason| WeightError::Format { path: path.into(), reason })
 }
 
 /// Parses safetensors bytes.
 pub fn from_bytes(bytes: &[u8]) -> Result<StateDict, String> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| format!("not a valid safetensors file: {e}"))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let mut out = StateDict::default();
     for (name, view) in st.tensors() {
         let dtype = format!("{:?}", view.dtype());
-        let values = decode(&dtype, view.data())
-            .ok_or_else(|| format!("tensor {name}: unsupported dtype {dtype}"))?;
-        out.tensors.insert(
-            name,
-            TensorEntry {
-                shape: view.shape().to_vec(),
-                values,
-            },
-        );
+        let values = decode(&dtype, view.data()).ok_or_else(|| format!("tensor {name}: unsupported dtype {dtype}"))?;
+        out.tensors.insert(name, TensorEntry { shape: view.shape().to_vec(), values });
     }
     Ok(out)
 }
@@ -108,9 +74,6 @@ pub fn to_bytes(sd: &StateDict) -> Result<Vec<u8>, String> {
 
 /// Writes a state dict to `path` atomically (temporary file in the same folder, then rename).
 pub fn write(sd: &StateDict, path: &Path) -> Result<(), WeightError> {
-    let bytes = to_bytes(sd).map_err(|reason| WeightError::Format {
-        path: path.into(),
-        reason,
-    })?;
+    let bytes = to_bytes(sd).map_err(|reason| WeightError::Format { path: path.into(), reason })?;
     crate::weights::write_atomic(path, &bytes)
 }

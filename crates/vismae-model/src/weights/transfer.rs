@@ -18,11 +18,7 @@ pub enum DecoderInit {
 
 /// Applies a [`DecoderInit`] to an MAE state dict before it is loaded into a Swin-UNet with
 /// `num_stages` stages.
-pub fn mirror_encoder_into_decoder(
-    sd: &StateDict,
-    num_stages: usize,
-    init: DecoderInit,
-) -> StateDict {
+pub fn mirror_encoder_into_decoder(sd: &StateDict, num_stages: usize, init: DecoderInit) -> StateDict {
     if init == DecoderInit::MaeDecoder {
         return sd.clone();
     }

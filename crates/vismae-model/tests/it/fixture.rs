@@ -22,14 +22,7 @@ pub fn dir() -> PathBuf {
 }
 
 fn usizes(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as usize)
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect()).unwrap_or_default()
 }
 
 impl Fixture {
@@ -42,9 +35,7 @@ impl Fixture {
     }
 
     pub fn num(&self, key: &str) -> f64 {
-        self.meta[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("meta.json has no number {key}"))
+        self.meta[key].as_f64().unwrap_or_else(|| panic!("meta.json has no number {key}"))
     }
 
     pub fn size(&self, key: &str) -> usize {
@@ -76,22 +67,12 @@ impl Fixture {
     }
 
     pub fn unet(&self) -> UnetConfig {
-        UnetConfig {
-            swin: self.swin("unet_depths"),
-            num_classes: self.size("unet_num_classes"),
-        }
+        UnetConfig { swin: self.swin("unet_depths"), num_classes: self.size("unet_num_classes") }
     }
 
     pub fn classifier(&self) -> ClassifierConfig {
-        let depths = if self.meta["cls_depths"].is_array() {
-            "cls_depths"
-        } else {
-            "mae_depths"
-        };
-        ClassifierConfig {
-            swin: self.swin(depths),
-            num_classes: self.size("cls_num_classes"),
-        }
+        let depths = if self.meta["cls_depths"].is_array() { "cls_depths" } else { "mae_depths" };
+        ClassifierConfig { swin: self.swin(depths), num_classes: self.size("cls_num_classes") }
     }
 
     pub fn state_dict(&self, file: &str) -> StateDict {
@@ -100,10 +81,7 @@ impl Fixture {
 
     pub fn array(&self, file: &str, key: &str) -> (Vec<usize>, Vec<f32>) {
         let sd = self.state_dict(file);
-        let t = sd
-            .tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("{file} has no tensor {key}"));
+        let t = sd.tensors.get(key).unwrap_or_else(|| panic!("{file} has no tensor {key}"));
         let v = match &t.values {
             Values::F32(v) => v.clone(),
             Values::I64(v) => v.iter().map(|&x| x as f32).collect(),
@@ -116,11 +94,7 @@ impl Fixture {
     }
 }
 
-pub fn tensor<B: Backend, const D: usize>(
-    shape: &[usize],
-    values: Vec<f32>,
-    device: &B::Device,
-) -> Tensor<B, D> {
+pub fn tensor<B: Backend, const D: usize>(shape: &[usize], values: Vec<f32>, device: &B::Device) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape.to_vec()), device)
 }
 
@@ -131,11 +105,7 @@ pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
 /// ‖a − b‖ / ‖b‖.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let num: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| ((*x - *y) as f64).powi(2))
-        .sum();
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((*x - *y) as f64).powi(2)).sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den.max(1e-30)).sqrt()
 }

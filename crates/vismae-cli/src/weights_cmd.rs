@@ -1,0 +1,90 @@
+//! `vismae weights inspect|convert`: describe a weight file, or convert it between official
+//! `.pth`, safetensors and burn records.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use vismae_model::store;
+use vismae_model::weights::{Format, ModelInfo, detect, read_state_dict};
+
+use crate::{Backend, device};
+
+#[derive(Subcommand, Debug)]
+pub enum WeightsCommand {
+    /// Print the kind of model, its configuration, parameter count and (with --keys) every tensor.
+    Inspect {
+        /// A .pth checkpoint, a .safetensors file or a .mpk burn record.
+        file: PathBuf,
+        /// List every key with its shape and dtype.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Convert between .pth, .safetensors and .mpk (burn record); the output format follows OUT's extension.
+    Convert {
+        /// Input file.
+        input: PathBuf,
+        /// Output file (.safetensors, .pth or .mpk); must not exist.
+        output: PathBuf,
+    },
+}
+
+fn describe(info: &ModelInfo) {
+    println!("model:            {}", info.kind);
+    println!("variant:          {}", info.variant.map(|v| v.name().to_string()).unwrap_or_else(|| "custom".into()));
+    let s = &info.swin;
+    println!("in_chans:         {}", s.in_chans);
+    println!("patch / window:   {} / {}", s.patch_size, s.window_size);
+    println!("embed_dim:        {}", s.embed_dim);
+    println!("depths:           {:?}", s.depths);
+    println!("num_heads:        {:?}", s.num_heads);
+    if let Some(c) = info.num_classes {
+        println!("classes:          {c}");
+    }
+    println!("trainable params: {}", info.trainable_params);
+}
+
+pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
+    match cmd {
+        WeightsCommand::Inspect { file, keys } => {
+            if Format::sniff(&file)? == Format::BurnRecord {
+                let (model, spec, _) = store::load::<Backend>(&file, &device())?;
+                println!("format:           burn record (spec from {})", store::sidecar(&file).display());
+                let (_, sd) = model.state_dict();
+                describe(&detect(&sd).map_err(anyhow::Error::msg)?);
+                let _ = spec;
+                print_keys(keys, &sd);
+                return Ok(());
+            }
+            let sd = read_state_dict(&file)?;
+            println!("format:           {:?}", Format::sniff(&file)?);
+            println!("tensors:          {}", sd.tensors.len());
+            match detect(&sd) {
+                Ok(info) => describe(&info),
+                Err(e) => println!("model:            not recognised ({e})"),
+            }
+            print_keys(keys, &sd);
+            Ok(())
+        }
+        WeightsCommand::Convert { input, output } => {
+            if output.exists() {
+                anyhow::bail!("{} already exists: choose another output (vismae never overwrites)", output.display());
+            }
+            store::format_for_output(&output)?;
+            let (model, spec, report) = store::load::<Backend>(&input, &device())?;
+            if let Some(r) = &report {
+                println!("read {}: {}", input.display(), r.summary());
+            }
+            store::save(model, &spec, &output)?;
+            println!("wrote {} ({} model)", output.display(), spec.kind);
+            Ok(())
+        }
+    }
+}
+
+fn print_keys(keys: bool, sd: &vismae_model::weights::StateDict) {
+    if keys {
+        for (k, t) in &sd.tensors {
+            println!("{k}\t{:?}\t{}", t.shape, t.values.dtype());
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! vismae-train: what a training run needs beyond the networks (losses, the learning-rate
+//! schedule, generated phantom data, run folders) and the runs themselves, one function per run
+//! kind. The CLI only parses arguments and calls these.
+
+pub mod demo;
+pub mod losses;
+pub mod phantom;
+pub mod run_dir;
+pub mod schedule;
