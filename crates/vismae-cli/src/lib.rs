@@ -56,6 +56,23 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Time MAE pre-training steps or Swin-UNet inference on random images.
+    Bench {
+        /// `pretrain` or `unet`.
+        what: String,
+        /// Model size: tiny, small or vis-mae.
+        #[arg(long, default_value = "vis-mae")]
+        variant: String,
+        /// Images per step.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Timed steps (after one warm-up step).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
     /// Inspect and convert weight files.
     Weights {
         #[command(subcommand)]
@@ -102,6 +119,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{:<10} {:>10.4} {:>12.4}", r.init, r.dice, r.final_loss);
             }
             println!("finished in {:.0} s; run folder: {}", report.seconds, out.display());
+            Ok(())
+        }
+        Command::Bench { what, variant, batch, size, steps } => {
+            let variant = parse_variant(&variant)?;
+            let r = match what.as_str() {
+                "pretrain" => vismae_train::bench::pretrain::<TrainBackend>(variant, batch, size, steps, &device()),
+                "unet" => vismae_train::bench::unet_inference::<Backend>(variant, batch, size, steps, &device()),
+                other => anyhow::bail!("unknown benchmark {other:?}: use pretrain or unet"),
+            }
+            .map_err(anyhow::Error::msg)?;
+            println!("backend:      {}", std::any::type_name::<Backend>());
+            println!("benchmark:    {}", r.what);
+            println!("step time:    {:.3} s (median of {steps})", r.median_s);
+            println!("throughput:   {:.2} images/s", r.images_per_s);
+            if let Some(m) = r.peak_rss_mib {
+                println!("peak memory:  {m:.0} MiB (process RSS)");
+            }
             Ok(())
         }
         Command::Weights { command } => weights_cmd::run(command),

@@ -2,6 +2,7 @@
 //! schedule, generated phantom data, run folders) and the runs themselves, one function per run
 //! kind. The CLI only parses arguments and calls these.
 
+pub mod bench;
 pub mod demo;
 pub mod losses;
 pub mod phantom;
