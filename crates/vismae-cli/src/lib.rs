@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vismae_data::convert::{self, ConvertOptions};
+use vismae_data::intensity::{Fallback, Normalisation, WindowArg};
+use vismae_data::source::NormaliseOptions;
+use vismae_data::volume::Plane;
 use vismae_model::Variant;
 use vismae_train::demo::{self, DemoConfig};
 use vismae_train::run_dir::RunDir;
@@ -56,6 +60,32 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Write one image of a DICOM, NIfTI, MHA/NRRD or PNG/JPEG/TIFF file as an 8-bit grey PNG, windowed and normalised.
+    Convert {
+        /// Input file (format detected from content).
+        input: PathBuf,
+        /// Output PNG (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Window CENTER,WIDTH or a preset (brain, subdural, lung, mediastinum, abdomen, liver, bone); overrides the header.
+        #[arg(long)]
+        window: Option<WindowArg>,
+        /// Which of the header's windows to use when it lists several (0 = first).
+        #[arg(long, default_value_t = 0)]
+        window_index: usize,
+        /// Normalisation without a usable window: minmax or percentile (0.5-99.5).
+        #[arg(long, default_value = "minmax")]
+        fallback: Fallback,
+        /// DICOM frame or volume slice (volumes default to the middle slice).
+        #[arg(long)]
+        frame: Option<usize>,
+        /// Slicing plane for volumes: axial, coronal or sagittal.
+        #[arg(long)]
+        plane: Option<Plane>,
+        /// Resize to SIZE x SIZE (antialiased bilinear) instead of keeping the native size.
+        #[arg(long)]
+        size: Option<usize>,
+    },
     /// Time MAE pre-training steps or Swin-UNet inference on random images.
     Bench {
         /// `pretrain` or `unet`.
@@ -92,6 +122,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn describe_norm(n: &Normalisation) -> String {
+    match n {
+        Normalisation::Window { window, function, from_header } => format!(
+            "window {}/{} ({:?}, {})",
+            window.center,
+            window.width,
+            function,
+            if *from_header { "from the header" } else { "given" }
+        ),
+        Normalisation::Range { lo, hi, fallback } => format!("range {lo}..{hi} ({fallback})"),
+    }
+}
+
 fn parse_variant(name: &str) -> anyhow::Result<Variant> {
     Variant::from_name(name).ok_or_else(|| anyhow::anyhow!("unknown variant {name:?}: use tiny, small or vis-mae"))
 }
@@ -119,6 +162,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{:<10} {:>10.4} {:>12.4}", r.init, r.dice, r.final_loss);
             }
             println!("finished in {:.0} s; run folder: {}", report.seconds, out.display());
+            Ok(())
+        }
+        Command::Convert { input, out, window, window_index, fallback, frame, plane, size } => {
+            if out.exists() {
+                anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", out.display());
+            }
+            let opts = ConvertOptions {
+                normalise: NormaliseOptions { window: window.map(|w| w.0), window_index, fallback, keep_rgb: false },
+                frame,
+                size,
+                plane,
+            };
+            let s = convert::convert(&input, &out, &opts)?;
+            println!(
+                "{} image {} ({}x{}) -> {} ({}x{}), {}",
+                input.display(),
+                s.index,
+                s.native.0,
+                s.native.1,
+                out.display(),
+                s.written.0,
+                s.written.1,
+                describe_norm(&s.normalisation)
+            );
             Ok(())
         }
         Command::Bench { what, variant, batch, size, steps } => {

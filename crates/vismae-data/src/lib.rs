@@ -1,0 +1,15 @@
+//! vismae-data: medical image readers (DICOM, NIfTI, MHA/MHD, NRRD, PNG/JPEG/TIFF) behind one
+//! entry point that detects the format from content, intensity windowing, resizing as PIL does
+//! it, and conversion of one image to a PNG. burn appears nowhere in this crate.
+
+pub mod convert;
+pub mod dicom;
+pub mod error;
+pub mod intensity;
+pub mod raster;
+pub mod source;
+pub mod volume;
+
+pub use error::{DataError, Reason};
+pub use raster::Raster;
+pub use source::{Format, NormaliseOptions, RawImage, SliceOptions, Source};
