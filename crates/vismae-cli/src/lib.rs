@@ -1,6 +1,7 @@
 //! vismae-cli: argument parsing, backend/device selection, and exit codes. Each subcommand
 //! resolves its arguments and calls one library function; nothing here computes.
 
+mod ingest_cmd;
 mod weights_cmd;
 
 use std::path::PathBuf;
@@ -86,6 +87,8 @@ enum Command {
         #[arg(long)]
         size: Option<usize>,
     },
+    /// Read DICOM/NIfTI/MHA/NRRD/PNG/JPEG/TIFF files and folders into a sharded pre-training set (appends; resumes after a kill).
+    Ingest(ingest_cmd::IngestArgs),
     /// Time MAE pre-training steps or Swin-UNet inference on random images.
     Bench {
         /// `pretrain` or `unet`.
@@ -188,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Ingest(args) => ingest_cmd::run(args),
         Command::Bench { what, variant, batch, size, steps } => {
             let variant = parse_variant(&variant)?;
             let r = match what.as_str() {

@@ -3,6 +3,7 @@
 //! it, and conversion of one image to a PNG. burn appears nowhere in this crate.
 
 pub mod convert;
+pub mod dataset;
 pub mod dicom;
 pub mod error;
 pub mod intensity;

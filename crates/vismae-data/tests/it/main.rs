@@ -2,6 +2,7 @@
 //! references (`reference`), and bad input (`bad_input`).
 
 mod bad_input;
+mod dataset;
 mod reference;
 
 use std::path::PathBuf;

@@ -1,0 +1,108 @@
+//! `vismae ingest`: arguments, a progress bar, and the summary table.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use vismae_data::dataset::ingest::{IngestOptions, ingest};
+use vismae_data::intensity::{Fallback, WindowArg};
+use vismae_data::source::{NormaliseOptions, SliceOptions};
+use vismae_data::volume::Plane;
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// Files and folders to read (folders recursively; format detected from content).
+    #[arg(required = true)]
+    sources: Vec<PathBuf>,
+    /// Dataset folder: created if new, appended to if it already holds a vismae dataset.
+    #[arg(long)]
+    out: PathBuf,
+    /// Modality to record: auto (DICOM Modality tag: CR/DX/DR/MG -> XR, PT/NM -> PET) or a name (CT, MR, PET, XR, US, ...).
+    #[arg(long, default_value = "auto")]
+    modality: String,
+    /// Planes to slice volumes along, comma-separated: axial, coronal, sagittal.
+    #[arg(long, default_value = "axial", value_delimiter = ',')]
+    planes: Vec<Plane>,
+    /// Take every N-th volume slice.
+    #[arg(long, default_value_t = 1)]
+    stride: usize,
+    /// Keep volume slices whose values are all equal (left out by default).
+    #[arg(long)]
+    keep_empty: bool,
+    /// Image side after resizing (antialiased bilinear).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Decoding threads (default: all cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Window CENTER,WIDTH or a preset, overriding the DICOM header's.
+    #[arg(long)]
+    window: Option<WindowArg>,
+    /// Which of the header's windows to use when it lists several (0 = first).
+    #[arg(long, default_value_t = 0)]
+    window_index: usize,
+    /// Normalisation without a usable window: minmax or percentile.
+    #[arg(long, default_value = "minmax")]
+    fallback: Fallback,
+    /// Images per shard.
+    #[arg(long, default_value_t = 1024)]
+    shard_size: usize,
+}
+
+pub fn run(a: IngestArgs) -> anyhow::Result<()> {
+    if a.size < 16 || a.shard_size == 0 || a.stride == 0 {
+        anyhow::bail!("--size must be at least 16, --shard-size and --stride at least 1");
+    }
+    let opts = IngestOptions {
+        size: a.size,
+        modality: (!a.modality.eq_ignore_ascii_case("auto")).then(|| a.modality.clone()),
+        slices: SliceOptions { planes: a.planes.clone(), stride: a.stride, skip_empty: !a.keep_empty },
+        normalise: NormaliseOptions {
+            window: a.window.map(|w| w.0),
+            window_index: a.window_index,
+            fallback: a.fallback,
+            keep_rgb: false,
+        },
+        jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        shard_capacity: a.shard_size,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} files {msg} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("ingest");
+    let report = ingest(&a.sources, &a.out, &opts, &|p| {
+        bar.set_length(p.files_total as u64);
+        bar.set_position(p.files_done as u64);
+        bar.set_message(format!("{} images", p.images));
+    })?;
+    bar.finish_and_clear();
+
+    println!("ingested into {} ({} files read)", a.out.display(), report.files);
+    println!("{:<12} {:>10}", "modality", "images");
+    for (m, n) in &report.ingested {
+        println!("{m:<12} {n:>10}");
+    }
+    println!("{:<12} {:>10}", "total new", report.ingested_total());
+    if report.already_present > 0 {
+        println!("{:<12} {:>10}  (from an earlier run, not read again)", "present", report.already_present);
+    }
+    if report.empty_slices > 0 {
+        println!("{:<12} {:>10}  (empty volume slices left out)", "empty", report.empty_slices);
+    }
+    if !report.skipped.is_empty() {
+        println!();
+        println!("{:<24} {:>8}", "skipped (reason)", "count");
+        for (reason, n) in &report.skipped {
+            println!("{:<24} {n:>8}", reason.to_string());
+        }
+        println!("details: {}", a.out.join("skipped.jsonl").display());
+    }
+    println!("dataset: {} images in {} shard(s)", report.total, report.shards);
+    if report.ingested_total() == 0 && report.already_present == 0 {
+        anyhow::bail!("no image was ingested");
+    }
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! `vismae ingest`: walks files and folders, reads every image (format by content), normalises it
+//! (window from the header or the user, or the documented fallback), converts it to grey, resizes
+//! it (antialiased bilinear), drops exact duplicates by pixel hash, and appends it to the dataset
+//! in fixed-size shards. Re-running after a kill resumes: committed shards are kept, their images
+//! are not read again, and temporary files of the interrupted shard are removed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{
+    DatasetInfo, FORMAT_VERSION, ImageRecord, Skipped, canonical_modality, origin_key, read_info, read_manifests,
+    shard_paths,
+};
+use crate::error::{DataError, Reason};
+use crate::intensity::to_u8;
+use crate::source::{NormaliseOptions, SliceOptions, Source};
+
+/// Settings of an ingest run.
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    /// Image side after resizing.
+    pub size: usize,
+    /// Modality to record for every image; `None` takes DICOM's Modality tag (else `unknown`).
+    pub modality: Option<String>,
+    /// Volume slicing.
+    pub slices: SliceOptions,
+    /// Intensity normalisation.
+    pub normalise: NormaliseOptions,
+    /// Worker threads for decoding.
+    pub jobs: usize,
+    /// Images per shard.
+    pub shard_capacity: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            size: 224,
+            modality: None,
+            slices: SliceOptions::default(),
+            normalise: NormaliseOptions::default(),
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            shard_capacity: 1024,
+        }
+    }
+}
+
+/// What one ingest run did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct IngestReport {
+    /// Files looked at.
+    pub files: usize,
+    /// Images added by this run, by modality.
+    pub ingested: BTreeMap<String, usize>,
+    /// Images already in the dataset from an earlier run (not read again).
+    pub already_present: usize,
+    /// Empty volume slices left out.
+    pub empty_slices: usize,
+    /// Files or images not ingested, by reason.
+    pub skipped: BTreeMap<Reason, usize>,
+    /// Images in the dataset after the run.
+    pub total: usize,
+    /// Shards in the dataset after the run.
+    pub shards: usize,
+}
+
+impl IngestReport {
+    /// Images added by this run.
+    pub fn ingested_total(&self) -> usize {
+        self.ingested.values().sum()
+    }
+}
+
+/// Progress of an ingest run, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// Files finished.
+    pub files_done: usize,
+    /// Files in total.
+    pub files_total: usize,
+    /// Images added so far.
+    pub images: usize,
+}
+
+/// Lists the files under `sources` (recursively; within a folder its files in name order, then its
+/// sub-folders in name order; hidden entries left out), as absolute paths.
+pub fn walk(sources: &[PathBuf]) -> Result<Vec<PathBuf>, DataError> {
+    let mut out = Vec::new();
+    for src in sources {
+        let src = std::fs::canonicalize(src).map_err(|e| DataError::new(src, Reason::Io, e.to_string()))?;
+        if !src.is_dir() {
+            out.push(src);
+            continue;
+        }
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| DataError::new(&dir, Reason::Io, e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+                .collect();
+            entries.sort();
+            let (dirs, files): (Vec<PathBuf>, Vec<PathBuf>) = entries.into_iter().partition(|p| p.is_dir());
+            out.extend(files);
+            stack.extend(dirs.into_iter().rev());
+        }
+    }
+    Ok(out)
+}
+
+struct Prepared {
+    record: ImageRecord,
+    pixels: Vec<u8>,
+}
+
+enum Outcome {
+    Image(Box<Prepared>),
+    Present,
+    Empty,
+    Skip(Skipped),
+}
+
+fn skip(e: DataError) -> Outcome {
+    Outcome::Skip(Skipped { path: e.path, reason: e.reason, message: e.message })
+}
+
+/// Reads and prepares every image of one file.
+fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<String>) -> Vec<Outcome> {
+    let source = match Source::open(path, &opts.slices) {
+        Ok(s) => s,
+        Err(e) => return vec![skip(e)],
+    };
+    let mut out = Vec::with_capacity(source.len());
+    for k in 0..source.len() {
+        let raw = match source.image(k, &opts.slices) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => {
+                out.push(Outcome::Empty);
+                continue;
+            }
+            Err(e) => {
+                out.push(skip(e));
+                continue;
+            }
+        };
+        let o = &raw.origin;
+        if present.contains(&origin_key(&o.path, o.index, o.plane, o.t)) {
+            out.push(Outcome::Present);
+            continue;
+        }
+        let (norm_img, normalisation) = raw.normalise(&NormaliseOptions { keep_rgb: false, ..opts.normalise });
+        let resized = norm_img.resize_bilinear(opts.size, opts.size);
+        let pixels: Vec<u8> = resized.data.iter().map(|&v| to_u8(v)).collect();
+        let hash = blake3::hash(&pixels).to_hex()[..32].to_string();
+        let dicom = raw.dicom.as_ref();
+        let modality = match &opts.modality {
+            Some(m) => canonical_modality(m),
+            None => {
+                dicom.and_then(|d| d.modality.as_deref()).map(canonical_modality).unwrap_or_else(|| "unknown".into())
+            }
+        };
+        out.push(Outcome::Image(Box::new(Prepared {
+            record: ImageRecord {
+                shard: 0,
+                slot: 0,
+                source: o.path.clone(),
+                format: o.format,
+                frame: o.index,
+                plane: o.plane,
+                t: o.t,
+                modality,
+                patient_id: dicom.and_then(|d| d.patient_id.clone()),
+                study_uid: dicom.and_then(|d| d.study_uid.clone()),
+                series_uid: dicom.and_then(|d| d.series_uid.clone()),
+                normalisation,
+                original_size: (raw.raster.width, raw.raster.height),
+                spacing: raw.spacing,
+                hash,
+            },
+            pixels,
+        })));
+    }
+    out
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
+    move |e| DataError::new(path, Reason::Io, e.to_string())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let mut f = std::fs::File::create(path).map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+/// Writes shard `n` (data, then manifest) through temporary names.
+fn commit_shard(root: &Path, n: usize, records: &mut [ImageRecord], pixels: &[u8]) -> Result<(), DataError> {
+    let (data, manifest) = shard_paths(root, n);
+    for (slot, r) in records.iter_mut().enumerate() {
+        r.shard = n;
+        r.slot = slot;
+    }
+    let tmp_data = data.with_extension("u8.tmp");
+    write_synced(&tmp_data, pixels)?;
+    std::fs::rename(&tmp_data, &data).map_err(io_err(&data))?;
+    let mut text = String::new();
+    for r in records.iter() {
+        text.push_str(&serde_json::to_string(r).map_err(|e| DataError::new(&manifest, Reason::Io, e.to_string()))?);
+        text.push('\n');
+    }
+    let tmp_manifest = manifest.with_extension("jsonl.tmp");
+    write_synced(&tmp_manifest, text.as_bytes())?;
+    std::fs::rename(&tmp_manifest, &manifest).map_err(io_err(&manifest))
+}
+
+/// Opens (or creates) the dataset at `root` for appending; removes leftovers of an interrupted run.
+fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, DataError> {
+    let info_path = root.join("dataset.json");
+    let info = if info_path.exists() {
+        let info = read_info(root)?;
+        if info.size != opts.size {
+            return Err(DataError::new(
+                &info_path,
+                Reason::BadArgument,
+                format!(
+                    "the dataset holds {}px images; ingest with --size {} or into another folder",
+                    info.size, info.size
+                ),
+            ));
+        }
+        info
+    } else {
+        if root.exists() && std::fs::read_dir(root).map_err(io_err(root))?.next().is_some() {
+            return Err(DataError::new(
+                root,
+                Reason::BadArgument,
+                "the folder holds files but no dataset.json: not a vismae dataset; choose an empty or new folder",
+            ));
+        }
+        let info =
+            DatasetInfo { version: FORMAT_VERSION, size: opts.size, channels: 1, shard_capacity: opts.shard_capacity };
+        std::fs::create_dir_all(root.join("shards")).map_err(io_err(root))?;
+        let text = serde_json::to_string_pretty(&info).unwrap_or_default();
+        let tmp = info_path.with_extension("json.tmp");
+        write_synced(&tmp, text.as_bytes())?;
+        std::fs::rename(&tmp, &info_path).map_err(io_err(&info_path))?;
+        info
+    };
+    let shards = root.join("shards");
+    std::fs::create_dir_all(&shards).map_err(io_err(&shards))?;
+    for entry in std::fs::read_dir(&shards).map_err(io_err(&shards))?.flatten() {
+        let p = entry.path();
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        // temporaries, and data whose manifest never landed, belong to an interrupted shard
+        let orphan = name.ends_with(".u8") && !p.with_extension("jsonl").exists();
+        if name.ends_with(".tmp") || orphan {
+            std::fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+    }
+    Ok(info)
+}
+
+/// Ingests `sources` into the dataset at `root` (created if new). `progress` is called as files finish.
+pub fn ingest(
+    sources: &[PathBuf],
+    root: &Path,
+    opts: &IngestOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<IngestReport, DataError> {
+    let info = open_for_append(root, opts)?;
+    let existing = read_manifests(root, &info)?;
+    let mut present: HashSet<String> = HashSet::new();
+    let mut hashes: HashSet<String> = HashSet::new();
+    for r in existing.iter().flatten() {
+        present.insert(r.origin_key());
+        hashes.insert(r.hash.clone());
+    }
+    let mut next_shard = existing.len();
+    let mut total = existing.iter().map(Vec::len).sum::<usize>();
+    drop(existing);
+
+    let files = walk(sources)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .build()
+        .map_err(|e| DataError::new(root, Reason::Io, e.to_string()))?;
+    let mut report = IngestReport { files: files.len(), ..Default::default() };
+    let mut skipped_log = Vec::new();
+    let mut records: Vec<ImageRecord> = Vec::new();
+    let mut pixels: Vec<u8> = Vec::new();
+    let chunk = (opts.jobs.max(1) * 4).max(8);
+    let mut done = 0;
+    for group in files.chunks(chunk) {
+        let outcomes: Vec<Vec<Outcome>> =
+            pool.install(|| group.par_iter().map(|f| prepare(f, opts, &present)).collect());
+        for file_outcomes in outcomes {
+            for o in file_outcomes {
+                match o {
+                    Outcome::Present => report.already_present += 1,
+                    Outcome::Empty => report.empty_slices += 1,
+                    Outcome::Skip(s) => {
+                        *report.skipped.entry(s.reason).or_default() += 1;
+                        skipped_log.push(s);
+                    }
+                    Outcome::Image(p) => {
+                        if !hashes.insert(p.record.hash.clone()) {
+                            *report.skipped.entry(Reason::Duplicate).or_default() += 1;
+                            let src = format!("frame {} of {}", p.record.frame, p.record.source.display());
+                            skipped_log.push(Skipped {
+                                path: p.record.source.clone(),
+                                reason: Reason::Duplicate,
+                                message: format!("{src} is identical to an image already in the dataset"),
+                            });
+                            continue;
+                        }
+                        *report.ingested.entry(p.record.modality.clone()).or_default() += 1;
+                        records.push(p.record);
+                        pixels.extend_from_slice(&p.pixels);
+                        if records.len() == info.shard_capacity {
+                            commit_shard(root, next_shard, &mut records, &pixels)?;
+                            total += records.len();
+                            next_shard += 1;
+                            records.clear();
+                            pixels.clear();
+                        }
+                    }
+                }
+            }
+            done += 1;
+            progress(Progress { files_done: done, files_total: files.len(), images: report.ingested_total() });
+        }
+    }
+    if !records.is_empty() {
+        commit_shard(root, next_shard, &mut records, &pixels)?;
+        total += records.len();
+        next_shard += 1;
+    }
+    report.total = total;
+    report.shards = next_shard;
+    if !skipped_log.is_empty() {
+        let path = root.join("skipped.jsonl");
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        for s in &skipped_log {
+            writeln!(f, "{}", serde_json::to_string(s).unwrap_or_default()).map_err(io_err(&path))?;
+        }
+    }
+    let report_path = root.join("ingest_report.json");
+    let tmp = report_path.with_extension("json.tmp");
+    write_synced(&tmp, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
+    std::fs::rename(&tmp, &report_path).map_err(io_err(&report_path))?;
+    Ok(report)
+}
