@@ -80,3 +80,75 @@ fn demo_runs_end_to_end_and_never_overwrites() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
 }
+
+#[test]
+fn ingest_killed_at_any_moment_resumes_to_the_same_dataset() {
+    use std::collections::BTreeSet;
+    // 300 small distinct PNGs
+    let src = scratch("kill-src");
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..300u32 {
+        // flat bands encode i, so downscaling keeps every image distinct
+        let px: Vec<u8> = (0..64 * 64u32)
+            .map(|p| match p / 64 {
+                0..8 => (i % 256) as u8,
+                8..16 => (i / 256 * 40) as u8,
+                _ => ((p % 64) * 3) as u8,
+            })
+            .collect();
+        let img = image::GrayImage::from_raw(64, 64, px).unwrap_or_else(|| panic!("buffer"));
+        img.save(src.join(format!("img{i:03}.png"))).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let hashes = |root: &std::path::Path| -> (usize, BTreeSet<String>) {
+        let mut n = 0;
+        let mut set = BTreeSet::new();
+        for k in 0.. {
+            let m = root.join(format!("shards/{k:06}.jsonl"));
+            let Ok(text) = std::fs::read_to_string(&m) else { break };
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                set.insert(v["hash"].as_str().unwrap_or_default().to_string());
+                n += 1;
+            }
+        }
+        (n, set)
+    };
+    let whole = scratch("kill-whole");
+    let _ = std::fs::remove_dir_all(&whole);
+    ok(vismae().args(["ingest", "--size", "32", "--shard-size", "16", "--jobs", "1", "--out"]).arg(&whole).arg(&src));
+    let want = hashes(&whole);
+    assert_eq!(want.0, 300);
+    for delay_ms in [5u64, 40, 120] {
+        let root = scratch(&format!("kill-{delay_ms}"));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut child = vismae()
+            .args(["ingest", "--size", "32", "--shard-size", "16", "--jobs", "1", "--out"])
+            .arg(&root)
+            .arg(&src)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        ok(vismae().args(["ingest", "--size", "32", "--shard-size", "16", "--out"]).arg(&root).arg(&src));
+        assert_eq!(hashes(&root), want, "killed after {delay_ms} ms");
+    }
+}
+
+#[test]
+fn convert_and_ingest_report_bad_files_by_name() {
+    let out = scratch("trunc.png");
+    let bad = fixture("../dicom/MR_truncated.dcm");
+    let o = vismae().args(["convert"]).arg(&bad).arg("--out").arg(&out).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("MR_truncated.dcm"));
+    let ds = scratch("only-bad");
+    let _ = std::fs::remove_dir_all(&ds);
+    let o = vismae().args(["ingest", "--out"]).arg(&ds).arg(&bad).output().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(o.status.code(), Some(1), "nothing ingested must exit non-zero");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("corrupt or truncated"), "{text}");
+}
