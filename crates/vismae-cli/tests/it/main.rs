@@ -90,14 +90,14 @@ fn ingest_killed_at_any_moment_resumes_to_the_same_dataset() {
     std::fs::create_dir_all(&src).unwrap_or_else(|e| panic!("{e}"));
     for i in 0..300u32 {
         // flat bands encode i, so downscaling keeps every image distinct
-        let px: Vec<u8> = (0..64 * 64u32)
-            .map(|p| match p / 64 {
-                0..8 => (i % 256) as u8,
-                8..16 => (i / 256 * 40) as u8,
-                _ => ((p % 64) * 3) as u8,
+        let px: Vec<u8> = (0..256 * 256u32)
+            .map(|p| match p / 256 {
+                0..32 => (i % 256) as u8,
+                32..64 => (i / 256 * 40) as u8,
+                _ => (p % 256) as u8,
             })
             .collect();
-        let img = image::GrayImage::from_raw(64, 64, px).unwrap_or_else(|| panic!("buffer"));
+        let img = image::GrayImage::from_raw(256, 256, px).unwrap_or_else(|| panic!("buffer"));
         img.save(src.join(format!("img{i:03}.png"))).unwrap_or_else(|e| panic!("{e}"));
     }
     let hashes = |root: &std::path::Path| -> (usize, BTreeSet<String>) {
@@ -116,10 +116,13 @@ fn ingest_killed_at_any_moment_resumes_to_the_same_dataset() {
     };
     let whole = scratch("kill-whole");
     let _ = std::fs::remove_dir_all(&whole);
+    let started = std::time::Instant::now();
     ok(vismae().args(["ingest", "--size", "32", "--shard-size", "16", "--jobs", "1", "--out"]).arg(&whole).arg(&src));
+    let full_ms = started.elapsed().as_millis() as u64;
     let want = hashes(&whole);
     assert_eq!(want.0, 300);
-    for delay_ms in [5u64, 40, 120] {
+    // kill early, midway and late in a run of the same length
+    for delay_ms in [full_ms / 5, full_ms / 2, full_ms * 4 / 5] {
         let root = scratch(&format!("kill-{delay_ms}"));
         let _ = std::fs::remove_dir_all(&root);
         let mut child = vismae()
@@ -133,8 +136,9 @@ fn ingest_killed_at_any_moment_resumes_to_the_same_dataset() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        let partial = hashes(&root).0;
         ok(vismae().args(["ingest", "--size", "32", "--shard-size", "16", "--out"]).arg(&root).arg(&src));
-        assert_eq!(hashes(&root), want, "killed after {delay_ms} ms");
+        assert_eq!(hashes(&root), want, "killed after {delay_ms} ms of {full_ms} ({partial} images committed then)");
     }
 }
 

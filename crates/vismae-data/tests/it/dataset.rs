@@ -23,7 +23,7 @@ fn ingest_reports_resumes_and_appends_without_duplicates() {
     assert_eq!(first.skipped.get(&Reason::Unsupported), Some(&2), "{first:?}");
     assert_eq!(first.skipped.get(&Reason::Corrupt), Some(&1));
     assert_eq!(first.skipped.get(&Reason::NoPixelData), Some(&1));
-    assert!(first.skipped.get(&Reason::UnknownFormat).is_some(), "READMEs and licences are skipped as unknown");
+    assert!(first.skipped.contains_key(&Reason::UnknownFormat), "READMEs and licences are skipped as unknown");
     assert_eq!(first.ingested.get("CT"), Some(&2));
     let skipped = std::fs::read_to_string(root.join("skipped.jsonl")).unwrap_or_default();
     assert!(skipped.contains("JPEGLSNearLossless_08.dcm") && skipped.contains("unsupported"), "{skipped}");
