@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod dicom;
 pub mod error;
 pub mod intensity;
+pub mod labelled;
 pub mod raster;
 pub mod source;
 pub mod volume;

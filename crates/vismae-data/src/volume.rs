@@ -513,3 +513,54 @@ mod tests {
         assert_eq!(decode_raw(&[0x00], RawType::U16, true, 1), None);
     }
 }
+
+/// Writes a volume as NIfTI-1 (`.nii`, or gzipped when the path ends in `.gz`), float32 or uint8
+/// (`labels`), with a diagonal affine from the spacing. The file is written atomically.
+pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataError> {
+    let io = |e: std::io::Error| DataError::new(path, Reason::Io, e.to_string());
+    let mut h = vec![0u8; 352];
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    let ndim: i16 = if vol.dims[3] > 1 { 4 } else { 3 };
+    let mut dim = [1i16; 8];
+    dim[0] = ndim;
+    for i in 0..4 {
+        dim[i + 1] = vol.dims[i] as i16;
+    }
+    for (i, d) in dim.iter().enumerate() {
+        h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    let (datatype, bitpix): (i16, i16) = if labels { (2, 8) } else { (16, 32) };
+    h[70..72].copy_from_slice(&datatype.to_le_bytes());
+    h[72..74].copy_from_slice(&bitpix.to_le_bytes());
+    let pixdim = [1.0f32, vol.spacing[0] as f32, vol.spacing[1] as f32, vol.spacing[2] as f32, 1.0, 1.0, 1.0, 1.0];
+    for (i, p) in pixdim.iter().enumerate() {
+        h[76 + 4 * i..80 + 4 * i].copy_from_slice(&p.to_le_bytes());
+    }
+    h[108..112].copy_from_slice(&352f32.to_le_bytes()); // vox_offset
+    h[112..116].copy_from_slice(&1f32.to_le_bytes()); // scl_slope
+    h[123] = 10; // xyzt_units: mm, s
+    h[254..256].copy_from_slice(&1i16.to_le_bytes()); // sform_code: scanner
+    for (row, at) in [(0usize, 280usize), (1, 296), (2, 312)] {
+        let mut srow = [0f32; 4];
+        srow[row] = vol.spacing[row] as f32;
+        for (k, v) in srow.iter().enumerate() {
+            h[at + 4 * k..at + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    let mut bytes = h;
+    if labels {
+        bytes.extend(vol.data.iter().map(|&v| v.clamp(0.0, 255.0).round() as u8));
+    } else {
+        bytes.extend(vol.data.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    if path.to_string_lossy().ends_with(".gz") {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&bytes).map_err(io)?;
+        bytes = gz.finish().map_err(io)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}

@@ -105,3 +105,21 @@ fn metaimage_and_nrrd_round_values() {
         .unwrap_or_default();
     assert!(read_nrrd(&short).unwrap_err().to_string().contains("truncated"));
 }
+
+#[test]
+fn nifti_written_by_vismae_reads_back_and_in_nibabel_layout() {
+    use vismae_data::volume::{Volume, write_nifti};
+    let vol = Volume { dims: [3, 2, 2, 1], spacing: [0.5, 0.7, 2.0], data: (0..12).map(|v| v as f32 * 1.5).collect() };
+    for name in ["w.nii", "w.nii.gz"] {
+        let p = scratch(name);
+        write_nifti(&p, &vol, false).unwrap_or_else(|e| panic!("{e}"));
+        let back = read_nifti(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.dims, vol.dims);
+        assert_eq!(back.data, vol.data);
+        assert!((back.spacing[1] - 0.7).abs() < 1e-6);
+    }
+    let labels = Volume { data: (0..12).map(|v| (v % 3) as f32).collect(), ..vol };
+    let p = scratch("labels.nii.gz");
+    write_nifti(&p, &labels, true).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read_nifti(&p).unwrap_or_else(|e| panic!("{e}")).data, labels.data);
+}

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod dataset;
+mod labelled;
 mod reference;
 
 use std::path::PathBuf;
