@@ -47,6 +47,9 @@ pub struct IngestArgs {
     /// Images per shard.
     #[arg(long, default_value_t = 1024)]
     shard_size: usize,
+    /// Keep colour (e.g. ultrasound) as 3 channels; grey images are replicated. Default: all grey.
+    #[arg(long)]
+    keep_rgb: bool,
 }
 
 pub fn run(a: IngestArgs) -> anyhow::Result<()> {
@@ -65,6 +68,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         },
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         shard_capacity: a.shard_size,
+        keep_rgb: a.keep_rgb,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

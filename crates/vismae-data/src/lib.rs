@@ -9,6 +9,7 @@ pub mod error;
 pub mod intensity;
 pub mod labelled;
 pub mod raster;
+pub mod series;
 pub mod source;
 pub mod volume;
 

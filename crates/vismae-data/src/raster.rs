@@ -31,6 +31,15 @@ impl Raster {
         Raster::new(self.width, self.height, 1, data)
     }
 
+    /// A grey raster repeated into `channels` channels (as PIL's `convert("RGB")`).
+    pub fn replicate(&self, channels: usize) -> Raster {
+        if self.channels != 1 {
+            return self.clone();
+        }
+        let data = self.data.iter().flat_map(|&v| std::iter::repeat_n(v, channels)).collect();
+        Raster::new(self.width, self.height, channels, data)
+    }
+
     /// Antialiased bilinear resize to `w x h` (PIL `Image.resize(..., BILINEAR)`).
     pub fn resize_bilinear(&self, w: usize, h: usize) -> Raster {
         if w == self.width && h == self.height {

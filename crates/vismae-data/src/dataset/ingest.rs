@@ -34,6 +34,8 @@ pub struct IngestOptions {
     pub jobs: usize,
     /// Images per shard.
     pub shard_capacity: usize,
+    /// Keep colour as 3 channels (grey images are then replicated); otherwise everything is grey.
+    pub keep_rgb: bool,
 }
 
 impl Default for IngestOptions {
@@ -45,6 +47,7 @@ impl Default for IngestOptions {
             normalise: NormaliseOptions::default(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shard_capacity: 1024,
+            keep_rgb: false,
         }
     }
 }
@@ -152,7 +155,8 @@ fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<String>) -> Vec<
             out.push(Outcome::Present);
             continue;
         }
-        let (norm_img, normalisation) = raw.normalise(&NormaliseOptions { keep_rgb: false, ..opts.normalise });
+        let (norm_img, normalisation) = raw.normalise(&NormaliseOptions { keep_rgb: opts.keep_rgb, ..opts.normalise });
+        let norm_img = if opts.keep_rgb && norm_img.channels == 1 { norm_img.replicate(3) } else { norm_img };
         let resized = norm_img.resize_bilinear(opts.size, opts.size);
         let pixels: Vec<u8> = resized.data.iter().map(|&v| to_u8(v)).collect();
         let hash = blake3::hash(&pixels).to_hex()[..32].to_string();
@@ -222,6 +226,18 @@ fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, Dat
     let info_path = root.join("dataset.json");
     let info = if info_path.exists() {
         let info = read_info(root)?;
+        let channels = if opts.keep_rgb { 3 } else { 1 };
+        if info.channels != channels {
+            return Err(DataError::new(
+                &info_path,
+                Reason::BadArgument,
+                format!(
+                    "the dataset holds {}-channel images; {} --keep-rgb to add to it",
+                    info.channels,
+                    if info.channels == 3 { "use" } else { "drop" }
+                ),
+            ));
+        }
         if info.size != opts.size {
             return Err(DataError::new(
                 &info_path,
@@ -241,8 +257,9 @@ fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, Dat
                 "the folder holds files but no dataset.json: not a vismae dataset; choose an empty or new folder",
             ));
         }
+        let channels = if opts.keep_rgb { 3 } else { 1 };
         let info =
-            DatasetInfo { version: FORMAT_VERSION, size: opts.size, channels: 1, shard_capacity: opts.shard_capacity };
+            DatasetInfo { version: FORMAT_VERSION, size: opts.size, channels, shard_capacity: opts.shard_capacity };
         std::fs::create_dir_all(root.join("shards")).map_err(io_err(root))?;
         let text = serde_json::to_string_pretty(&info).unwrap_or_default();
         let tmp = info_path.with_extension("json.tmp");

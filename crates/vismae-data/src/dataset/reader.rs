@@ -131,7 +131,7 @@ impl ShardedDataset {
         self.entries.is_empty()
     }
 
-    /// Pixels of selected image `i` (`size * size` bytes, row-major grey).
+    /// Pixels of selected image `i` (`size * size * channels` bytes, row-major, channels interleaved).
     pub fn pixels(&self, i: usize) -> &[u8] {
         let e = self.entries[i];
         let n = self.info.record_bytes();
@@ -168,7 +168,7 @@ pub struct LoaderOptions {
     pub drop_last: bool,
 }
 
-/// One batch: `[B, 1, size, size]` values in `[0, 1]`, and which images they are.
+/// One batch: `[B, channels, size, size]` values in `[0, 1]`, and which images they are.
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// Position of the batch in the epoch.
@@ -198,19 +198,21 @@ pub fn epoch_batches(ds: Arc<ShardedDataset>, opts: &LoaderOptions, epoch: u64) 
             let (tx, rx) = sync_channel(2);
             let (ds, order, opts) = (ds.clone(), order.clone(), opts.clone());
             std::thread::spawn(move || {
-                let side = ds.info().size;
+                let (side, c) = (ds.info().size, ds.info().channels);
                 for number in (w..n_batches).step_by(workers) {
                     let indices: Vec<usize> = order[number * b..((number + 1) * b).min(order.len())].to_vec();
-                    let mut data = Vec::with_capacity(indices.len() * side * side);
+                    let mut data = Vec::with_capacity(indices.len() * side * side * c);
                     for &i in &indices {
                         let px = ds.pixels(i);
                         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ (epoch << 40) ^ i as u64);
                         let flip = opts.hflip && rng.random::<bool>();
-                        for row in px.chunks_exact(side) {
-                            if flip {
-                                data.extend(row.iter().rev().map(|&v| v as f32 / 255.0));
-                            } else {
-                                data.extend(row.iter().map(|&v| v as f32 / 255.0));
+                        // interleaved HWC bytes to planar CHW values
+                        for ch in 0..c {
+                            for y in 0..side {
+                                for x in 0..side {
+                                    let sx = if flip { side - 1 - x } else { x };
+                                    data.push(px[(y * side + sx) * c + ch] as f32 / 255.0);
+                                }
                             }
                         }
                     }

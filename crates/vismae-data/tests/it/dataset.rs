@@ -96,3 +96,24 @@ fn reader_filters_and_batches_deterministically() {
     let dropped: Vec<_> = epoch_batches(ds.clone(), &LoaderOptions { drop_last: true, ..lo }, 0).collect();
     assert_eq!(dropped.len(), ds.len() / 5);
 }
+
+#[test]
+fn rgb_datasets_keep_colour_and_read_planar() {
+    let root = scratch("ds-rgb");
+    let _ = std::fs::remove_dir_all(&root);
+    let o = IngestOptions { keep_rgb: true, ..opts() };
+    let report = ingest(&[testdata("dicom/ExplVR_BigEnd.dcm"), testdata("dicom/MR_small.dcm")], &root, &o, &|_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.ingested_total(), 2);
+    let e = ingest(&[testdata("nifti")], &root, &opts(), &|_| {}).unwrap_err();
+    assert!(e.to_string().contains("3-channel"), "{e}");
+    let ds = Arc::new(ShardedDataset::open(&root, &Filter::default()).unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(ds.pixels(0).len(), 32 * 32 * 3);
+    let lo = LoaderOptions { batch_size: 2, seed: 0, workers: 1, hflip: false, drop_last: false };
+    let batch = epoch_batches(ds.clone(), &lo, 0).next().unwrap_or_else(|| panic!("no batch"));
+    assert_eq!(batch.data.len(), 2 * 3 * 32 * 32);
+    // the grey MR image has three equal planes; the ultrasound does not
+    let plane = |k: usize, c: usize| &batch.data[(k * 3 + c) * 1024..(k * 3 + c + 1) * 1024];
+    let grey: Vec<bool> = (0..2).map(|k| plane(k, 0) == plane(k, 1) && plane(k, 1) == plane(k, 2)).collect();
+    assert_eq!(grey.iter().filter(|&&g| g).count(), 1, "{grey:?}");
+}

@@ -108,3 +108,64 @@ fn multi_frame_and_volume_selection() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s.native, (41, 25));
 }
+
+#[test]
+fn series_are_ordered_along_the_slice_normal() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use vismae_data::series::{group_series, series_volume};
+    let dir = scratch("series");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_default();
+    // five slices at z = 0, 5, 10, 15, 20 mm, written under shuffled names, first pixel = slice number
+    let order = [3usize, 0, 4, 1, 2];
+    for (name, &k) in order.iter().enumerate() {
+        let mut obj = dicom_object::open_file(testdata("dicom/MR_small.dcm")).unwrap_or_else(|e| panic!("{e}"));
+        obj.put(DataElement::new(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            PrimitiveValue::from(format!("0\\0\\{}", 5 * k)),
+        ));
+        obj.put(DataElement::new(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, PrimitiveValue::from("1\\0\\0\\0\\1\\0")));
+        obj.put(DataElement::new(tags::INSTANCE_NUMBER, VR::IS, PrimitiveValue::from(format!("{}", 10 - k))));
+        let mut px =
+            obj.get(tags::PIXEL_DATA).and_then(|e| e.to_bytes().ok()).map(|b| b.into_owned()).unwrap_or_default();
+        px[0] = k as u8;
+        px[1] = 0;
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(px)));
+        obj.write_to_file(dir.join(format!("slice{name}.dcm"))).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let files: Vec<_> = (0..5).map(|i| dir.join(format!("slice{i}.dcm"))).collect();
+    let (series, errors) = group_series(&files);
+    assert!(errors.is_empty());
+    assert_eq!(series.len(), 1);
+    let names: Vec<String> = series[0]
+        .files
+        .iter()
+        .map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    assert_eq!(names, vec!["slice1.dcm", "slice3.dcm", "slice4.dcm", "slice0.dcm", "slice2.dcm"]);
+    let v = series_volume(&series[0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.dims, [64, 64, 5, 1]);
+    assert!((v.spacing[2] - 5.0).abs() < 1e-9);
+    // the first pixel of slice k (top-left, stored in the last row) is k
+    for k in 0..5 {
+        assert_eq!(v.data[(k * 64 + 63) * 64], k as f32);
+    }
+}
+
+#[test]
+fn monochrome1_is_inverted() {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let mut obj = dicom_object::open_file(testdata("dicom/MR_small.dcm")).unwrap_or_else(|e| panic!("{e}"));
+    obj.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("MONOCHROME1")));
+    let m1 = scratch("mono1.dcm");
+    obj.write_to_file(&m1).unwrap_or_else(|e| panic!("{e}"));
+    let out = scratch("mono1.png");
+    let _ = std::fs::remove_file(&out);
+    convert(&m1, &out, &ConvertOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let (_, _, got) = grey(&out);
+    let (_, _, normal) = grey(&testdata("dicom/expected/MR_small.png"));
+    assert!(got.iter().zip(&normal).all(|(a, b)| *a == 255 - *b));
+}

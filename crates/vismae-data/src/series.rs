@@ -1,0 +1,93 @@
+//! DICOM series: files grouped by Series Instance UID and ordered by their position along the
+//! slice normal (Image Position · (row × column direction)), then Instance Number, then name; and
+//! a series stacked into a volume.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::dicom::DicomFile;
+use crate::error::{DataError, Reason};
+use crate::volume::Volume;
+
+/// The files of one series, in slice order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// Series Instance UID (or the file name for files without one).
+    pub uid: String,
+    /// Files, ordered along the slice normal.
+    pub files: Vec<PathBuf>,
+    /// Position of each file along the normal, when known.
+    pub locations: Vec<Option<f64>>,
+}
+
+/// Groups DICOM files into series and orders each; files that do not open are returned apart.
+pub fn group_series(files: &[PathBuf]) -> (Vec<Series>, Vec<DataError>) {
+    let mut groups: BTreeMap<String, Vec<(Option<f64>, Option<i64>, PathBuf)>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match DicomFile::open(f) {
+            Ok(d) => {
+                let uid = d.meta.series_uid.clone().unwrap_or_else(|| f.display().to_string());
+                groups.entry(uid).or_default().push((d.meta.slice_location(), d.meta.instance_number, f.clone()));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let series = groups
+        .into_iter()
+        .map(|(uid, mut items)| {
+            items.sort_by(|a, b| {
+                let by_loc = match (a.0, b.0) {
+                    (Some(x), Some(y)) => x.total_cmp(&y),
+                    _ => std::cmp::Ordering::Equal,
+                };
+                by_loc.then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+            });
+            Series {
+                uid,
+                locations: items.iter().map(|i| i.0).collect(),
+                files: items.into_iter().map(|i| i.2).collect(),
+            }
+        })
+        .collect();
+    (series, errors)
+}
+
+/// Stacks a series into a volume: columns along x, rows along y (stored bottom-up, so an axial
+/// slice of the volume shows the image as the scanner did), files along z. Every file must have
+/// the same rows and columns.
+pub fn series_volume(series: &Series) -> Result<Volume, DataError> {
+    let mut data = Vec::new();
+    let mut dims = None;
+    let mut spacing = (1.0, 1.0);
+    for f in &series.files {
+        let d = DicomFile::open(f)?;
+        let r = d.frame(0)?.to_grey();
+        match dims {
+            None => {
+                dims = Some((r.width, r.height));
+                spacing = d.meta.spacing.unwrap_or((1.0, 1.0));
+            }
+            Some((w, h)) if (w, h) != (r.width, r.height) => {
+                return Err(DataError::new(
+                    f,
+                    Reason::BadArgument,
+                    format!("series {}: this slice is {}x{}, the first is {w}x{h}", series.uid, r.width, r.height),
+                ));
+            }
+            _ => {}
+        }
+        for row in (0..r.height).rev() {
+            data.extend_from_slice(&r.data[row * r.width..(row + 1) * r.width]);
+        }
+    }
+    let (w, h) =
+        dims.ok_or_else(|| DataError::new(&PathBuf::from(&series.uid), Reason::BadArgument, "empty series"))?;
+    let locs: Vec<f64> = series.locations.iter().flatten().copied().collect();
+    let dz = if locs.len() >= 2 { ((locs[locs.len() - 1] - locs[0]) / (locs.len() - 1) as f64).abs() } else { 1.0 };
+    Ok(Volume {
+        dims: [w, h, series.files.len(), 1],
+        spacing: [spacing.1, spacing.0, if dz > 0.0 { dz } else { 1.0 }],
+        data,
+    })
+}
