@@ -22,7 +22,9 @@ pub struct Series {
 
 /// Groups DICOM files into series and orders each; files that do not open are returned apart.
 pub fn group_series(files: &[PathBuf]) -> (Vec<Series>, Vec<DataError>) {
-    let mut groups: BTreeMap<String, Vec<(Option<f64>, Option<i64>, PathBuf)>> = BTreeMap::new();
+    // series uid -> (location along the normal, instance number, file)
+    type Slice = (Option<f64>, Option<i64>, PathBuf);
+    let mut groups: BTreeMap<String, Vec<Slice>> = BTreeMap::new();
     let mut errors = Vec::new();
     for f in files {
         match DicomFile::open(f) {

@@ -481,39 +481,6 @@ pub fn read_nrrd(path: &Path) -> Result<Volume, DataError> {
     assemble(path, &sizes, &spacing, data, channels)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slices_are_flipped_so_superior_is_up() {
-        // 2 x 3 x 2 volume, value = x + 10 y + 100 z
-        let mut data = Vec::new();
-        for z in 0..2 {
-            for y in 0..3 {
-                for x in 0..2 {
-                    data.push((x + 10 * y + 100 * z) as f32);
-                }
-            }
-        }
-        let v = Volume { dims: [2, 3, 2, 1], spacing: [1.0, 2.0, 3.0], data };
-        let ax = v.slice(Plane::Axial, 1, 0);
-        assert_eq!((ax.width, ax.height), (2, 3));
-        assert_eq!(ax.data[0], 120.0); // top row is the last y
-        let sag = v.slice(Plane::Sagittal, 1, 0);
-        assert_eq!((sag.width, sag.height), (3, 2));
-        assert_eq!(sag.data[0], 101.0);
-        assert_eq!(v.slice_spacing(Plane::Coronal), (3.0, 1.0));
-    }
-
-    #[test]
-    fn raw_decoding_handles_byte_order() {
-        assert_eq!(decode_raw(&[0x01, 0x00, 0xff, 0xff], RawType::I16, false, 2), Some(vec![1.0, -1.0]));
-        assert_eq!(decode_raw(&[0x00, 0x01], RawType::U16, true, 1), Some(vec![1.0]));
-        assert_eq!(decode_raw(&[0x00], RawType::U16, true, 1), None);
-    }
-}
-
 /// Writes a volume as NIfTI-1 (`.nii`, or gzipped when the path ends in `.gz`), float32 or uint8
 /// (`labels`), with a diagonal affine from the spacing. The file is written atomically.
 pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataError> {
@@ -563,4 +530,37 @@ pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataEr
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, &bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_are_flipped_so_superior_is_up() {
+        // 2 x 3 x 2 volume, value = x + 10 y + 100 z
+        let mut data = Vec::new();
+        for z in 0..2 {
+            for y in 0..3 {
+                for x in 0..2 {
+                    data.push((x + 10 * y + 100 * z) as f32);
+                }
+            }
+        }
+        let v = Volume { dims: [2, 3, 2, 1], spacing: [1.0, 2.0, 3.0], data };
+        let ax = v.slice(Plane::Axial, 1, 0);
+        assert_eq!((ax.width, ax.height), (2, 3));
+        assert_eq!(ax.data[0], 120.0); // top row is the last y
+        let sag = v.slice(Plane::Sagittal, 1, 0);
+        assert_eq!((sag.width, sag.height), (3, 2));
+        assert_eq!(sag.data[0], 101.0);
+        assert_eq!(v.slice_spacing(Plane::Coronal), (3.0, 1.0));
+    }
+
+    #[test]
+    fn raw_decoding_handles_byte_order() {
+        assert_eq!(decode_raw(&[0x01, 0x00, 0xff, 0xff], RawType::I16, false, 2), Some(vec![1.0, -1.0]));
+        assert_eq!(decode_raw(&[0x00, 0x01], RawType::U16, true, 1), Some(vec![1.0]));
+        assert_eq!(decode_raw(&[0x00], RawType::U16, true, 1), None);
+    }
 }

@@ -73,7 +73,7 @@ fn csv_layouts_of_the_reference_code() {
     assert!(set.segmentation);
     let pairs = seg_pairs(&set.samples[0], Plane::Axial).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pairs.len(), 1);
-    assert_eq!(pairs[0].mask.data.iter().filter(|&&v| v == 1.0).count(), (10 * 8 + 2) / 3);
+    assert_eq!(pairs[0].mask.data.iter().filter(|&&v| v == 1.0).count(), (10usize * 8).div_ceil(3));
     let e = seg_pairs(&set.samples[1], Plane::Axial).unwrap_err().to_string();
     assert!(e.contains("10x8") && e.contains("9x8"), "{e}");
 
