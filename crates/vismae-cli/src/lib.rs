@@ -89,10 +89,19 @@ enum Command {
     },
     /// Read DICOM/NIfTI/MHA/NRRD/PNG/JPEG/TIFF files and folders into a sharded pre-training set (appends; resumes after a kill).
     Ingest(ingest_cmd::IngestArgs),
-    /// Time MAE pre-training steps or Swin-UNet inference on random images.
+    /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
-        /// `pretrain` or `unet`.
+        /// `pretrain`, `unet` or `ingest`.
         what: String,
+        /// ingest: images to generate and ingest.
+        #[arg(long, default_value_t = 200_000)]
+        images: usize,
+        /// ingest: folder for the generated files and the dataset (new or empty).
+        #[arg(long, default_value = "vismae-bench-ingest")]
+        dir: PathBuf,
+        /// ingest: threads (default: all cores).
+        #[arg(long)]
+        jobs: Option<usize>,
         /// Model size: tiny, small or vis-mae.
         #[arg(long, default_value = "vis-mae")]
         variant: String,
@@ -115,6 +124,7 @@ enum Command {
 
 /// Parses the command line, runs the command, and maps errors to exit status 1 with a message.
 pub fn main() -> ExitCode {
+    vismae_data::guard::install_panic_hook();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -192,7 +202,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => ingest_cmd::run(args),
-        Command::Bench { what, variant, batch, size, steps } => {
+        Command::Bench { what, variant, batch, size, steps, images, dir, jobs } => {
+            if what == "ingest" {
+                let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                let r = vismae_data::bench::scale(&dir, images, size, jobs, &|m| eprintln!("{m}"))?;
+                println!(
+                    "benchmark:      ingest {} generated 64x64 DICOM files at {size}px, {jobs} thread(s)",
+                    r.images
+                );
+                println!("ingest:         {:.0} images/s ({:.1} s)", r.images as f64 / r.ingest_s, r.ingest_s);
+                println!(
+                    "reader:         {:.0} images/s (one epoch, batch 64, flips, {:.1} s)",
+                    r.images as f64 / r.reader_s,
+                    r.reader_s
+                );
+                println!("dataset:        {:.2} GiB of shards", r.dataset_bytes as f64 / (1u64 << 30) as f64);
+                let rss: Vec<String> = r.rss_samples.iter().map(|(n, m)| format!("{n}: {m:.0}")).collect();
+                println!("RSS (MiB) by files ingested: {}", rss.join(", "));
+                println!("peak RSS:       {:.0} MiB", r.peak_rss_mib);
+                return Ok(());
+            }
             let variant = parse_variant(&variant)?;
             let r = match what.as_str() {
                 "pretrain" => vismae_train::bench::pretrain::<TrainBackend>(variant, batch, size, steps, &device()),

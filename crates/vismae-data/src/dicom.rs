@@ -106,12 +106,32 @@ pub fn sniff(bytes: &[u8]) -> bool {
 impl DicomFile {
     /// Opens and parses a DICOM file (pixel data is decoded later, per frame).
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let obj = match OpenFileOptions::new().open_file(path) {
+        let bytes = std::fs::read(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses DICOM bytes (a Part 10 file, preamble optional); `path` names them in errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, DataError> {
+        if bytes.is_empty() {
+            return Err(DataError::new(path, Reason::Empty, "the file is empty"));
+        }
+        let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { 128 } else { 0 };
+        let parse = |b: &[u8]| {
+            crate::guard::guarded(|| {
+                OpenFileOptions::new().read_preamble(dicom_object::file::ReadPreamble::Never).from_reader(b)
+            })
+            .map_err(|p| format!("the parser crashed ({p})"))?
+            .map_err(|e| e.to_string())
+        };
+        let obj = match parse(&bytes[start..]) {
             Ok(obj) => obj,
             // bytes after the pixel data (trailing padding some writers leave) are ignored, as
             // pydicom ignores them: parse again from the bytes up to the end of the pixel data
-            Err(e) => open_without_trailer(path)
-                .ok_or_else(|| DataError::new(path, Reason::Corrupt, format!("cannot parse DICOM: {e}")))?,
+            Err(e) => match pixel_data_end(bytes).filter(|&end| end > start && end < bytes.len()) {
+                Some(end) => parse(&bytes[start..end]),
+                None => Err(e),
+            }
+            .map_err(|e| DataError::new(path, Reason::Corrupt, format!("cannot parse DICOM: {e}")))?,
         };
         if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
             return Err(DataError::new(
@@ -148,6 +168,7 @@ impl DicomFile {
         if meta.rows == 0 || meta.columns == 0 {
             return Err(DataError::new(path, Reason::Corrupt, "DICOM image has zero rows or columns"));
         }
+        check_sizes(path, &obj, &meta)?;
         Ok(Self { path: path.into(), obj, meta })
     }
 
@@ -208,47 +229,58 @@ impl DicomFile {
                 format!("frame {index} requested, the file has {} frame(s)", self.meta.frames),
             ));
         }
-        let decoded = self.obj.decode_pixel_data_frame(index as u32).map_err(|e| {
-            let msg = e.to_string();
-            let ts = self.meta.transfer_syntax.as_str();
-            // JPEG-LS, 12-bit extended JPEG, JPEG-XL and MPEG/HEVC video have no pure-Rust decoder here
-            let undecodable = [
-                "1.2.840.10008.1.2.4.80",
-                "1.2.840.10008.1.2.4.81",
-                "1.2.840.10008.1.2.4.51",
-                "1.2.840.10008.1.2.4.100",
-                "1.2.840.10008.1.2.4.101",
-                "1.2.840.10008.1.2.4.102",
-                "1.2.840.10008.1.2.4.103",
-                "1.2.840.10008.1.2.4.104",
-                "1.2.840.10008.1.2.4.105",
-                "1.2.840.10008.1.2.4.106",
-                "1.2.840.10008.1.2.4.107",
-                "1.2.840.10008.1.2.4.108",
-                "1.2.840.10008.1.2.4.110",
-                "1.2.840.10008.1.2.4.111",
-                "1.2.840.10008.1.2.4.112",
-            ];
-            let reason = if undecodable.contains(&ts)
-                || msg.contains("nsupported")
-                || msg.contains("not supported")
-                || msg.contains("No decoder")
-            {
-                Reason::Unsupported
-            } else {
-                Reason::Corrupt
-            };
-            DataError::new(
-                &self.path,
-                reason,
-                format!("cannot decode pixel data (transfer syntax {}): {msg}", self.meta.transfer_syntax),
-            )
-        })?;
+        let decoded = crate::guard::guarded(|| self.obj.decode_pixel_data_frame(index as u32))
+            .map_err(|p| {
+                DataError::new(
+                    &self.path,
+                    Reason::Corrupt,
+                    format!("the pixel data decoder crashed on malformed data ({p})"),
+                )
+            })?
+            .map_err(|e| {
+                let msg = e.to_string();
+                let ts = self.meta.transfer_syntax.as_str();
+                // JPEG-LS, 12-bit extended JPEG, JPEG-XL and MPEG/HEVC video have no pure-Rust decoder here
+                let undecodable = [
+                    "1.2.840.10008.1.2.4.80",
+                    "1.2.840.10008.1.2.4.81",
+                    "1.2.840.10008.1.2.4.51",
+                    "1.2.840.10008.1.2.4.100",
+                    "1.2.840.10008.1.2.4.101",
+                    "1.2.840.10008.1.2.4.102",
+                    "1.2.840.10008.1.2.4.103",
+                    "1.2.840.10008.1.2.4.104",
+                    "1.2.840.10008.1.2.4.105",
+                    "1.2.840.10008.1.2.4.106",
+                    "1.2.840.10008.1.2.4.107",
+                    "1.2.840.10008.1.2.4.108",
+                    "1.2.840.10008.1.2.4.110",
+                    "1.2.840.10008.1.2.4.111",
+                    "1.2.840.10008.1.2.4.112",
+                ];
+                let reason = if undecodable.contains(&ts)
+                    || msg.contains("nsupported")
+                    || msg.contains("not supported")
+                    || msg.contains("No decoder")
+                {
+                    Reason::Unsupported
+                } else {
+                    Reason::Corrupt
+                };
+                DataError::new(
+                    &self.path,
+                    reason,
+                    format!("cannot decode pixel data (transfer syntax {}): {msg}", self.meta.transfer_syntax),
+                )
+            })?;
         let opts = ConvertOptions::new().with_modality_lut(ModalityLutOption::Default);
         let (w, h) = (decoded.columns() as usize, decoded.rows() as usize);
         let spp = decoded.samples_per_pixel() as usize;
         // dicom-rs refuses planar colour and 32-bit samples; those are converted here
-        let values: Vec<f32> = match decoded.to_vec_frame_with_options(0, &opts) {
+        let converted = crate::guard::guarded(|| decoded.to_vec_frame_with_options(0, &opts)).map_err(|p| {
+            DataError::new(&self.path, Reason::Corrupt, format!("pixel conversion crashed on malformed data ({p})"))
+        })?;
+        let values: Vec<f32> = match converted {
             Ok(v) => v,
             Err(_) => raw_frame(&decoded, w * h * spp)
                 .map_err(|m| DataError::new(&self.path, Reason::Corrupt, format!("cannot convert pixel data: {m}")))?,
@@ -272,11 +304,48 @@ impl DicomFile {
     }
 }
 
+/// Largest decoded frame vismae accepts (1 GiB): a header claiming more is treated as damaged,
+/// so a malformed file cannot make the decoder allocate without bound.
+const MAX_FRAME_BYTES: u64 = 1 << 30;
+
+/// Checks the header's geometry against the pixel data before anything is decoded.
+fn check_sizes(path: &Path, obj: &DefaultDicomObject, meta: &DicomMeta) -> Result<(), DataError> {
+    let spp = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1) as u64;
+    let bits = uint(obj, tags::BITS_ALLOCATED).unwrap_or(16).max(1) as u64;
+    let frame_bytes = (meta.rows as u64 * meta.columns as u64 * spp * bits).div_ceil(8);
+    if frame_bytes > MAX_FRAME_BYTES {
+        return Err(DataError::new(
+            path,
+            Reason::Corrupt,
+            format!(
+                "the header claims {}x{} pixels x {spp} samples x {bits} bits per frame, more than vismae decodes (1 GiB)",
+                meta.rows, meta.columns
+            ),
+        ));
+    }
+    if let Some(dicom_core::DicomValue::Primitive(p)) = obj.get(tags::PIXEL_DATA).map(|e| e.value()) {
+        // native (uncompressed) data must hold every frame the header promises
+        let have = p.calculate_byte_len() as u64;
+        let need = frame_bytes * meta.frames as u64;
+        if have < need {
+            return Err(DataError::new(
+                path,
+                Reason::Corrupt,
+                format!(
+                    "truncated pixel data: {have} bytes, the header needs {need} ({} frame(s) of {}x{})",
+                    meta.frames, meta.rows, meta.columns
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// End of the top-level Pixel Data element in a file's bytes, found by its header: tag
 /// (7FE0,0010) in little-endian order followed by an explicit OB/OW VR and a length, or an
 /// implicit length, that fits in the file (or the undefined length of encapsulated data, whose
 /// end is the sequence delimiter).
-fn pixel_data_end(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn pixel_data_end(bytes: &[u8]) -> Option<usize> {
     let tag = [0xE0u8, 0x7F, 0x10, 0x00];
     let mut from = 0;
     while let Some(at) = bytes[from..].windows(4).position(|w| w == tag).map(|p| p + from) {
@@ -303,17 +372,6 @@ fn pixel_data_end(bytes: &[u8]) -> Option<usize> {
         }
     }
     None
-}
-
-/// Parses a file from its bytes cut after the pixel data (see [`pixel_data_end`]).
-fn open_without_trailer(path: &Path) -> Option<DefaultDicomObject> {
-    let bytes = std::fs::read(path).ok()?;
-    let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { 128 } else { 0 };
-    let end = pixel_data_end(&bytes)?;
-    if end <= start || end == bytes.len() {
-        return None;
-    }
-    OpenFileOptions::new().read_preamble(dicom_object::file::ReadPreamble::Never).from_reader(&bytes[start..end]).ok()
 }
 
 /// Converts a decoded frame by hand: 8/16/32-bit samples, either sign, planar or interleaved,

@@ -2,10 +2,12 @@
 //! entry point that detects the format from content, intensity windowing, resizing as PIL does
 //! it, and conversion of one image to a PNG. burn appears nowhere in this crate.
 
+pub mod bench;
 pub mod convert;
 pub mod dataset;
 pub mod dicom;
 pub mod error;
+pub mod guard;
 pub mod intensity;
 pub mod labelled;
 pub mod raster;

@@ -179,6 +179,16 @@ pub fn sniff_nifti(bytes: &[u8]) -> bool {
 /// Reads a NIfTI-1 volume.
 pub fn read_nifti(path: &Path) -> Result<Volume, DataError> {
     let bytes = read_all(path)?;
+    nifti_from_bytes(path, &bytes, || read_all(&img_path(path)))
+}
+
+/// Parses NIfTI-1 bytes (already decompressed); `img` supplies the data of a `.hdr`/`.img` pair.
+/// `path` names the file in errors.
+pub fn nifti_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    img: impl FnOnce() -> Result<Vec<u8>, DataError>,
+) -> Result<Volume, DataError> {
     let bad = |m: String| DataError::new(path, Reason::Corrupt, m);
     if bytes.len() >= 4 && (i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == 540) {
         return Err(DataError::new(path, Reason::Unsupported, "NIfTI-2 files are not supported"));
@@ -250,8 +260,7 @@ pub fn read_nifti(path: &Path) -> Result<Volume, DataError> {
         }
         &bytes[offset..]
     } else {
-        let img = img_path(path);
-        data_bytes = read_all(&img)?;
+        data_bytes = img()?;
         &data_bytes
     };
     let mut data = decode_raw(payload, ty, be, count).ok_or_else(|| {

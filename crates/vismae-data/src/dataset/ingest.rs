@@ -127,12 +127,19 @@ enum Outcome {
     Skip(Skipped),
 }
 
+/// 128 bits of BLAKE3: the in-memory form of origin keys and pixel hashes (16 bytes an image,
+/// so resuming a dataset of millions of images costs tens of megabytes, not its manifests' size).
+fn key128(s: &str) -> u128 {
+    let h = blake3::hash(s.as_bytes());
+    u128::from_le_bytes(h.as_bytes()[..16].try_into().unwrap_or_default())
+}
+
 fn skip(e: DataError) -> Outcome {
     Outcome::Skip(Skipped { path: e.path, reason: e.reason, message: e.message })
 }
 
 /// Reads and prepares every image of one file.
-fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<String>) -> Vec<Outcome> {
+fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<u128>) -> Vec<Outcome> {
     let source = match Source::open(path, &opts.slices) {
         Ok(s) => s,
         Err(e) => return vec![skip(e)],
@@ -151,7 +158,7 @@ fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<String>) -> Vec<
             }
         };
         let o = &raw.origin;
-        if present.contains(&origin_key(&o.path, o.index, o.plane, o.t)) {
+        if present.contains(&key128(&origin_key(&o.path, o.index, o.plane, o.t))) {
             out.push(Outcome::Present);
             continue;
         }
@@ -281,6 +288,19 @@ fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, Dat
     Ok(info)
 }
 
+/// Appends the pending skipped entries to `skipped.jsonl` and empties the list.
+fn append_skipped(root: &Path, pending: &mut Vec<Skipped>) -> Result<(), DataError> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let path = root.join("skipped.jsonl");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+    for s in pending.drain(..) {
+        writeln!(f, "{}", serde_json::to_string(&s).unwrap_or_default()).map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
 /// Ingests `sources` into the dataset at `root` (created if new). `progress` is called as files finish.
 pub fn ingest(
     sources: &[PathBuf],
@@ -290,11 +310,11 @@ pub fn ingest(
 ) -> Result<IngestReport, DataError> {
     let info = open_for_append(root, opts)?;
     let existing = read_manifests(root, &info)?;
-    let mut present: HashSet<String> = HashSet::new();
-    let mut hashes: HashSet<String> = HashSet::new();
+    let mut present: HashSet<u128> = HashSet::new();
+    let mut hashes: HashSet<u128> = HashSet::new();
     for r in existing.iter().flatten() {
-        present.insert(r.origin_key());
-        hashes.insert(r.hash.clone());
+        present.insert(key128(&r.origin_key()));
+        hashes.insert(key128(&r.hash));
     }
     let mut next_shard = existing.len();
     let mut total = existing.iter().map(Vec::len).sum::<usize>();
@@ -324,7 +344,7 @@ pub fn ingest(
                         skipped_log.push(s);
                     }
                     Outcome::Image(p) => {
-                        if !hashes.insert(p.record.hash.clone()) {
+                        if !hashes.insert(key128(&p.record.hash)) {
                             *report.skipped.entry(Reason::Duplicate).or_default() += 1;
                             let src = format!("frame {} of {}", p.record.frame, p.record.source.display());
                             skipped_log.push(Skipped {
@@ -350,6 +370,7 @@ pub fn ingest(
             done += 1;
             progress(Progress { files_done: done, files_total: files.len(), images: report.ingested_total() });
         }
+        append_skipped(root, &mut skipped_log)?;
     }
     if !records.is_empty() {
         commit_shard(root, next_shard, &mut records, &pixels)?;
@@ -358,13 +379,7 @@ pub fn ingest(
     }
     report.total = total;
     report.shards = next_shard;
-    if !skipped_log.is_empty() {
-        let path = root.join("skipped.jsonl");
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
-        for s in &skipped_log {
-            writeln!(f, "{}", serde_json::to_string(s).unwrap_or_default()).map_err(io_err(&path))?;
-        }
-    }
+    append_skipped(root, &mut skipped_log)?;
     let report_path = root.join("ingest_report.json");
     let tmp = report_path.with_extension("json.tmp");
     write_synced(&tmp, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;

@@ -123,3 +123,30 @@ fn nifti_written_by_vismae_reads_back_and_in_nibabel_layout() {
     write_nifti(&p, &labels, true).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(read_nifti(&p).unwrap_or_else(|e| panic!("{e}")).data, labels.data);
 }
+
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    // inputs the fuzzer found to crash a decoder (fuzz/README.md); each must give an error or an image
+    vismae_data::guard::install_panic_hook();
+    let dir = testdata("fuzz-regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{e}")).flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "md") {
+            continue;
+        }
+        seen += 1;
+        let bytes = std::fs::read(&p).unwrap_or_default();
+        if let Ok(d) = vismae_data::dicom::DicomFile::from_bytes(&p, &bytes) {
+            for k in 0..d.meta.frames.min(2) {
+                let _ = d.frame(k);
+            }
+        }
+        let _ = vismae_data::volume::nifti_from_bytes(&p, &bytes, || Ok(Vec::new()));
+    }
+    assert!(seen > 0);
+    let e = vismae_data::dicom::DicomFile::open(&dir.join("dicom-rle-decoder-oob.dcm"))
+        .and_then(|d| d.frame(1))
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::Corrupt, "{e}");
+}
