@@ -304,9 +304,10 @@ impl DicomFile {
     }
 }
 
-/// Largest decoded frame vismae accepts (1 GiB): a header claiming more is treated as damaged,
-/// so a malformed file cannot make the decoder allocate without bound.
-const MAX_FRAME_BYTES: u64 = 1 << 30;
+/// Largest decoded frame vismae accepts (256 MiB, beyond any radiology image: a 6000 x 5000
+/// mammogram at 16 bits is 57 MiB): a header claiming more is treated as damaged, so a malformed
+/// file cannot make the decoder allocate without bound.
+pub const MAX_FRAME_BYTES: u64 = 256 << 20;
 
 /// Checks the header's geometry against the pixel data before anything is decoded.
 fn check_sizes(path: &Path, obj: &DefaultDicomObject, meta: &DicomMeta) -> Result<(), DataError> {
@@ -318,7 +319,7 @@ fn check_sizes(path: &Path, obj: &DefaultDicomObject, meta: &DicomMeta) -> Resul
             path,
             Reason::Corrupt,
             format!(
-                "the header claims {}x{} pixels x {spp} samples x {bits} bits per frame, more than vismae decodes (1 GiB)",
+                "the header claims {}x{} pixels x {spp} samples x {bits} bits per frame, more than vismae decodes (256 MiB)",
                 meta.rows, meta.columns
             ),
         ));

@@ -156,3 +156,43 @@ fn convert_and_ingest_report_bad_files_by_name() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("corrupt or truncated"), "{text}");
 }
+
+#[test]
+fn convert_bad_files_print_one_line_naming_the_file() {
+    let dir = scratch("bad-convert");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let nifti = std::fs::read(fixture("../nifti/anatomical.nii")).unwrap_or_default();
+    let mut broken_nifti = nifti.clone();
+    broken_nifti[40] = 42;
+    broken_nifti[41] = 42;
+    let png = {
+        let p = dir.join("ok.png");
+        image::GrayImage::from_raw(8, 8, vec![7; 64]).map(|i| i.save(&p));
+        std::fs::read(&p).unwrap_or_default()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.dcm", Vec::new()),
+        ("random.dcm", (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect()),
+        ("truncated.dcm", std::fs::read(fixture("../dicom/CT_small.dcm")).unwrap_or_default()[..3000].to_vec()),
+        ("broken-header.nii", broken_nifti),
+        ("not-really.png", b"\x89PNG\r\n\x1a\nthis is no png at all".to_vec()),
+        ("half.png", png[..png.len() / 2].to_vec()),
+        ("dicom-named.nii", png.clone()[..20].to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let input = dir.join(name);
+        std::fs::write(&input, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let out = vismae()
+            .arg("convert")
+            .arg(&input)
+            .arg("--out")
+            .arg(dir.join(format!("{name}.out.png")))
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: expected one line, got:\n{err}");
+        assert!(err.contains(name) && !err.contains("panicked") && !err.contains("backtrace"), "{name}: {err}");
+    }
+}
