@@ -383,6 +383,18 @@ pub struct SegPair {
     pub index: usize,
 }
 
+impl SegPair {
+    /// Both resized to `size x size`: the image antialiased bilinear, the mask nearest neighbour
+    /// (so it keeps class indices only), as the reference does (`TF.resize` with `NEAREST`).
+    pub fn resized(&self, size: usize) -> SegPair {
+        SegPair {
+            image: self.image.resize_bilinear(size, size),
+            mask: self.mask.resize_nearest(size, size),
+            index: self.index,
+        }
+    }
+}
+
 /// Reads a segmentation sample as 2-D pairs: every slice of a volume along `plane`, or the one
 /// image of a 2-D file. Image and mask must have the same geometry: a clear error names the case.
 pub fn seg_pairs(sample: &Sample, plane: Plane) -> Result<Vec<SegPair>, DataError> {

@@ -193,7 +193,7 @@ pub fn nifti_from_bytes(
     if bytes.len() >= 4 && (i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == 540) {
         return Err(DataError::new(path, Reason::Unsupported, "NIfTI-2 files are not supported"));
     }
-    if !sniff_nifti(&bytes) {
+    if !sniff_nifti(bytes) {
         return Err(bad("not a NIfTI-1 file: sizeof_hdr is not 348 or the magic is missing".into()));
     }
     let be = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) != 348;

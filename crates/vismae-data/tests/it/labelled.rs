@@ -48,6 +48,9 @@ fn nnunet_folder_with_geometry_checks() {
     assert_eq!(set.samples[0].id, "case_001");
     let pairs = seg_pairs(&set.samples[0], Plane::Axial).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pairs.len(), 4);
+    let r = pairs[0].resized(20);
+    assert_eq!((r.mask.width, r.mask.height, r.image.width), (20, 20, 20));
+    assert!(r.mask.data.iter().all(|&v| v == 0.0 || v == 1.0), "nearest neighbour keeps class indices");
     assert_eq!((pairs[0].image.width, pairs[0].image.height), (8, 6));
 
     // a mask of another geometry is an error naming the case and both sizes

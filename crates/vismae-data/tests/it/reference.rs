@@ -61,7 +61,7 @@ fn dicom_conversions_match_pydicom() {
 
 #[test]
 fn nifti_conversions_match_nibabel() {
-    for file in ["anatomical.nii", "example4d.nii.gz", "standard.nii.gz", "resampled_anat_moved.nii"] {
+    for file in ["anatomical.nii", "example4d.nii.gz", "standard.nii.gz", "resampled_anat_moved.nii", "scaled.nii.gz"] {
         assert_eq!(max_diff("nifti", file), 0, "{file}");
     }
 }
@@ -213,4 +213,13 @@ fn real_twenty_slice_mr_series_orders_and_stacks() {
     let _ = std::fs::remove_file(&out);
     let s = convert(&series[0].files[10], &out, &ConvertOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(s.normalisation, Normalisation::Range { .. }), "{:?}", s.normalisation);
+}
+
+#[test]
+fn scaled_nifti_values_equal_nibabels() {
+    // scaled.nii.gz holds anatomical.nii x 0.5 + 10 through scl_slope / scl_inter
+    let plain = vismae_data::volume::read_nifti(&testdata("nifti/anatomical.nii")).unwrap_or_else(|e| panic!("{e}"));
+    let scaled = vismae_data::volume::read_nifti(&testdata("nifti/scaled.nii.gz")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plain.dims, scaled.dims);
+    assert!(plain.data.iter().zip(&scaled.data).all(|(a, b)| (a * 0.5 + 10.0 - b).abs() < 1e-3));
 }
