@@ -2,6 +2,7 @@
 //! resolves its arguments and calls one library function; nothing here computes.
 
 mod ingest_cmd;
+mod pretrain_cmd;
 mod weights_cmd;
 
 use std::path::PathBuf;
@@ -89,6 +90,10 @@ enum Command {
     },
     /// Read DICOM/NIfTI/MHA/NRRD/PNG/JPEG/TIFF files and folders into a sharded pre-training set (appends; resumes after a kill).
     Ingest(ingest_cmd::IngestArgs),
+    /// Pre-train the window-masked MAE on a dataset from `vismae ingest` (or continue one with --resume).
+    Pretrain(pretrain_cmd::PretrainArgs),
+    /// Reconstruct images with MAE weights: original | masked | reconstruction | pasted, as PNG grids.
+    Reconstruct(pretrain_cmd::ReconstructArgs),
     /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
         /// `pretrain`, `unet` or `ingest`.
@@ -202,6 +207,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => ingest_cmd::run(args),
+        Command::Pretrain(args) => pretrain_cmd::run(args),
+        Command::Reconstruct(args) => pretrain_cmd::reconstruct(args),
         Command::Bench { what, variant, batch, size, steps, images, dir, jobs } => {
             if what == "ingest" {
                 let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

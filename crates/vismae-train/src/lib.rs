@@ -6,5 +6,8 @@ pub mod bench;
 pub mod demo;
 pub mod losses;
 pub mod phantom;
+pub mod pretrain;
+pub mod pretrain_config;
+pub mod reconstruct;
 pub mod run_dir;
 pub mod schedule;

@@ -41,6 +41,17 @@ impl RunDir {
         Ok(Self { root: root.into() })
     }
 
+    /// Opens a folder that already holds a run (to resume it).
+    pub fn open_existing(root: &Path) -> Result<Self, RunDirError> {
+        if !root.join("config.json").is_file() {
+            return Err(RunDirError::Io {
+                path: root.join("config.json"),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json: not a run folder"),
+            });
+        }
+        Ok(Self { root: root.into() })
+    }
+
     /// The folder.
     pub fn path(&self) -> &Path {
         &self.root

@@ -196,3 +196,116 @@ fn convert_bad_files_print_one_line_naming_the_file() {
         assert!(err.contains(name) && !err.contains("panicked") && !err.contains("backtrace"), "{name}: {err}");
     }
 }
+
+/// `(step, loss, lr)` of every line of a run's metrics.jsonl.
+fn metrics(run: &std::path::Path) -> Vec<(u64, f64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+            (
+                v["step"].as_u64().unwrap_or(0),
+                v["loss"].as_f64().unwrap_or(f64::NAN),
+                v["lr"].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pretrain_killed_and_resumed_logs_the_uninterrupted_losses() {
+    let ds = scratch("pt-ds");
+    let _ = std::fs::remove_dir_all(&ds);
+    ok(vismae().args(["ingest", "--size", "32", "--out"]).arg(&ds).arg(fixture("../dicom")).arg(fixture("../nifti")));
+    let args = |out: &std::path::Path| {
+        let mut c = vismae();
+        c.args([
+            "pretrain",
+            "--variant",
+            "tiny",
+            "--steps",
+            "16",
+            "--batch-size",
+            "4",
+            "--accum-steps",
+            "2",
+            "--checkpoint-every",
+            "4",
+        ])
+        .args(["--set", "lr=1e-3", "--set", "warmup_epochs=0.1", "--set", "reconstruct_every=0", "--data"])
+        .arg(&ds)
+        .arg("--out")
+        .arg(out);
+        c
+    };
+    let whole = scratch("pt-whole");
+    let _ = std::fs::remove_dir_all(&whole);
+    let started = std::time::Instant::now();
+    ok(&mut args(&whole));
+    let full_ms = started.elapsed().as_millis() as u64;
+    let want = metrics(&whole);
+    assert_eq!(want.len(), 16);
+    assert!(want[15].1 < want[0].1, "loss must fall: {want:?}");
+    for f in ["weights.safetensors", "weights.mpk", "config.json"] {
+        assert!(whole.join(f).exists(), "{f}");
+    }
+    // the weights load as an official-layout MAE
+    let text = ok(vismae().args(["weights", "inspect"]).arg(whole.join("weights.safetensors")));
+    assert!(text.contains("model:            mae"), "{text}");
+
+    let cut = scratch("pt-killed");
+    let _ = std::fs::remove_dir_all(&cut);
+    let mut child = args(&cut)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(std::time::Duration::from_millis(full_ms * 3 / 5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let before = metrics(&cut).len();
+    assert!(before < 16, "the run finished before it was killed; lengthen it");
+    let text = ok(vismae().arg("pretrain").arg("--resume").arg(&cut));
+    assert!(text.contains("resumed from step") || before < 3, "{text}");
+    let got = metrics(&cut);
+    assert_eq!(got.len(), 16, "{got:?}");
+    for (a, b) in got.iter().zip(&want) {
+        assert_eq!(
+            (a.0, a.1.to_bits(), a.2.to_bits()),
+            (b.0, b.1.to_bits(), b.2.to_bits()),
+            "step {} differs after resuming (killed after {before} steps)",
+            a.0
+        );
+    }
+    // a finished run folder is never reused
+    let again = args(&whole).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("not empty"));
+}
+
+#[test]
+fn pretrain_stops_on_a_non_finite_loss_naming_the_step() {
+    let ds = scratch("pt-nan-ds");
+    let _ = std::fs::remove_dir_all(&ds);
+    ok(vismae().args(["ingest", "--size", "32", "--out"]).arg(&ds).arg(fixture("../nifti")));
+    let run = scratch("pt-nan");
+    let _ = std::fs::remove_dir_all(&run);
+    let out = vismae()
+        .args(["pretrain", "--variant", "tiny", "--steps", "30", "--batch-size", "4", "--checkpoint-every", "1"])
+        .args(["--set", "lr=1e30", "--set", "warmup_epochs=0", "--set", "reconstruct_every=0", "--data"])
+        .arg(&ds)
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the loss became") && err.contains("at step") && err.contains("Last good checkpoint: step"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(run.join("checkpoints")).map(|d| d.count()).unwrap_or(0) > 0,
+        "the last good checkpoint must stay"
+    );
+}

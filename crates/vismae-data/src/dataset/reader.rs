@@ -189,17 +189,30 @@ pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
 /// Batches of one epoch, decoded by `workers` threads; worker `w` makes batches `w, w + W, ...`
 /// and hands them over through a channel of depth 2, so order is fixed and memory is bounded.
 pub fn epoch_batches(ds: Arc<ShardedDataset>, opts: &LoaderOptions, epoch: u64) -> impl Iterator<Item = Batch> {
+    epoch_batches_from(ds, opts, epoch, 0)
+}
+
+/// [`epoch_batches`] starting at batch `first` of the epoch (a resumed run skips the batches it
+/// already trained on without decoding them); batch numbers and contents are those of the whole epoch.
+pub fn epoch_batches_from(
+    ds: Arc<ShardedDataset>,
+    opts: &LoaderOptions,
+    epoch: u64,
+    first: usize,
+) -> impl Iterator<Item = Batch> {
     let order = Arc::new(epoch_order(ds.len(), opts.seed, epoch));
     let b = opts.batch_size.max(1);
     let n_batches = if opts.drop_last { order.len() / b } else { order.len().div_ceil(b) };
-    let workers = opts.workers.clamp(1, n_batches.max(1));
+    let first = first.min(n_batches);
+    let todo = n_batches - first;
+    let workers = opts.workers.clamp(1, todo.max(1));
     let receivers: Vec<Receiver<Batch>> = (0..workers)
         .map(|w| {
             let (tx, rx) = sync_channel(2);
             let (ds, order, opts) = (ds.clone(), order.clone(), opts.clone());
             std::thread::spawn(move || {
                 let (side, c) = (ds.info().size, ds.info().channels);
-                for number in (w..n_batches).step_by(workers) {
+                for number in (first + w..n_batches).step_by(workers) {
                     let indices: Vec<usize> = order[number * b..((number + 1) * b).min(order.len())].to_vec();
                     let mut data = Vec::with_capacity(indices.len() * side * side * c);
                     for &i in &indices {
@@ -224,5 +237,5 @@ pub fn epoch_batches(ds: Arc<ShardedDataset>, opts: &LoaderOptions, epoch: u64) 
             rx
         })
         .collect();
-    (0..n_batches).map_while(move |k| receivers[k % workers].recv().ok())
+    (0..todo).map_while(move |k| receivers[k % workers].recv().ok())
 }

@@ -1,0 +1,363 @@
+//! `vismae pretrain`: window-masked MAE pre-training (SPEC §2, §6.1-6.2) on a dataset written by
+//! `vismae ingest`. Every random draw (stochastic depth, masks, data order, flips) is a function
+//! of the seed and the step, so a run resumed from a checkpoint logs exactly the losses of an
+//! uninterrupted one. Checkpoints (model, optimizer, position) are written to a temporary folder
+//! and renamed into place; the weights end in the official key layout.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use vismae_data::dataset::reader::{Filter, LoaderOptions, ShardedDataset, epoch_batches_from};
+use vismae_model::masking::plan_from_seed;
+use vismae_model::store::{self, AnyModel, ModelSpec};
+use vismae_model::weights::{export_state_dict, safetensors_io};
+use vismae_model::{MaeConfig, SwinMae, Variant};
+
+use crate::pretrain_config::{InputNorm, PretrainSettings, ResolvedPretrain};
+use crate::reconstruct::reconstruction_grid;
+use crate::run_dir::RunDir;
+use crate::schedule::WarmupCosine;
+
+/// Position saved with a checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    /// Optimizer steps completed.
+    pub step: usize,
+    /// Loss of the last step.
+    pub loss: f64,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct PretrainOutcome {
+    /// Optimizer steps completed in total.
+    pub steps: usize,
+    /// Step the run resumed from, if it did.
+    pub resumed_from: Option<usize>,
+    /// Mean loss over the first and the last (up to) 10 steps of this invocation.
+    pub loss_first_last: (f64, f64),
+    /// The official-layout weights.
+    pub weights: PathBuf,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// Resolves settings against the dataset: images selected, steps per epoch, total and warm-up steps.
+pub fn resolve(settings: &PretrainSettings, data: &Path) -> Result<ResolvedPretrain, String> {
+    let ds = ShardedDataset::open(data, &filter(settings)).map_err(|e| e.to_string())?;
+    let size = ds.info().size;
+    if size % 16 != 0 {
+        return Err(format!("dataset images are {size}px: pre-training needs a multiple of 16 (the mask unit)"));
+    }
+    let effective_batch = settings.batch_size * settings.accum_steps;
+    let steps_per_epoch = ds.len() / effective_batch;
+    if steps_per_epoch == 0 {
+        return Err(format!(
+            "{} image(s) selected (modalities {:?}), fewer than one effective batch of {effective_batch}",
+            ds.len(),
+            settings.modalities
+        ));
+    }
+    let total_steps = settings.steps.unwrap_or(settings.epochs * steps_per_epoch);
+    let warmup_steps = (settings.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    Ok(ResolvedPretrain {
+        settings: settings.clone(),
+        data: std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf()),
+        images: ds.len(),
+        size,
+        effective_batch,
+        steps_per_epoch,
+        total_steps,
+        warmup_steps: warmup_steps.min(total_steps),
+    })
+}
+
+fn filter(s: &PretrainSettings) -> Filter {
+    Filter { modalities: s.modalities.clone(), ..Default::default() }
+}
+
+/// The MAE configuration of a run.
+pub fn mae_config(s: &PretrainSettings) -> MaeConfig {
+    let mut c = Variant::from_name(&s.variant).unwrap_or(Variant::VisMae).mae(s.in_chans);
+    c.mask_ratio = s.mask_ratio;
+    c.norm_pix_loss = s.norm_pix_loss;
+    c.swin.drop_path_rate = s.drop_path;
+    c
+}
+
+/// A 64-bit mix of the seed and positions (SplitMix64), for per-step seeds.
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Turns `[B, C, S, S]` values in [0, 1] (C = 1 or 3) into network input: grey replicated to 3
+/// channels or colour averaged to grey as `in_chans` asks, then normalised.
+pub fn to_input<B: burn::tensor::backend::Backend>(
+    data: Vec<f32>,
+    b: usize,
+    size: usize,
+    s: &PretrainSettings,
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let c = data.len() / (b * size * size).max(1);
+    let x = Tensor::<B, 4>::from_data(TensorData::new(data, [b, c, size, size]), device);
+    let x = if c == 3 && s.in_chans == 1 { x.mean_dim(1) } else { x };
+    let x = match &s.norm {
+        InputNorm::MeanStd { mean, std } => (x - *mean) / *std,
+        InputNorm::MinMax => {
+            let ch = x.dims()[1];
+            let flat = x.clone().reshape([b, ch * size * size]);
+            let lo = flat.clone().min_dim(1).reshape([b, 1, 1, 1]);
+            let hi = flat.max_dim(1).reshape([b, 1, 1, 1]);
+            (x - lo.clone() + 1e-6) / (hi - lo + 1e-6)
+        }
+    };
+    if s.in_chans == 3 && x.dims()[1] == 1 { x.repeat_dim(1, 3) } else { x }
+}
+
+fn checkpoints_dir(run: &RunDir) -> PathBuf {
+    run.join("checkpoints")
+}
+
+/// The latest complete checkpoint of a run: `(step, folder)`.
+pub fn latest_checkpoint(run: &RunDir) -> Option<(usize, PathBuf)> {
+    let dir = checkpoints_dir(run);
+    std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step: usize = name.strip_prefix("step-")?.parse().ok()?;
+            e.path().join("state.json").is_file().then_some((step, e.path()))
+        })
+        .max_by_key(|(s, _)| *s)
+}
+
+/// Drops metric lines logged after `step` (by an interrupted run past its last checkpoint), so
+/// the resumed run's lines follow on without repeats.
+fn truncate_metrics(run: &RunDir, step: usize) -> Result<(), String> {
+    let path = run.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    run.write_atomic("metrics.jsonl", kept.as_bytes()).map_err(|e| e.to_string())
+}
+
+type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SwinMae<B>, B>;
+
+fn save_checkpoint<B: AutodiffBackend>(
+    run: &RunDir,
+    model: &SwinMae<B>,
+    optim: &Optim<B>,
+    state: &CheckpointState,
+    keep: usize,
+) -> Result<(), String> {
+    let root = checkpoints_dir(run);
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let name = format!("step-{:08}", state.step);
+    let tmp = root.join(format!(".tmp-{name}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let fail = |what: &str, e: String| format!("writing checkpoint {name} ({what}): {e}");
+    model
+        .clone()
+        .save_file(tmp.join("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+        .map_err(|e| fail("model", e.to_string()))?;
+    let bytes: Vec<u8> =
+        Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
+            .map_err(|e| fail("optimizer", e.to_string()))?;
+    std::fs::write(tmp.join("optimizer.mpk"), bytes).map_err(|e| fail("optimizer", e.to_string()))?;
+    let text = serde_json::to_string_pretty(state).unwrap_or_default();
+    std::fs::write(tmp.join("state.json"), text).map_err(|e| fail("state", e.to_string()))?;
+    let final_dir = root.join(&name);
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir).map_err(|e| fail("rename", e.to_string()))?;
+    // keep the newest `keep`
+    let mut all: Vec<(usize, PathBuf)> = std::fs::read_dir(&root)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_string_lossy().strip_prefix("step-")?.parse().ok()?, e.path())))
+        .collect();
+    all.sort();
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}
+
+fn bar(total: usize, start: usize) -> ProgressBar {
+    let pb = ProgressBar::new(total as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} steps {msg} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix("pretrain");
+    pb.set_position(start as u64);
+    pb
+}
+
+/// Runs (or, with `resume`, continues) pre-training in `run` as `cfg` says.
+pub fn run<B: AutodiffBackend>(
+    cfg: &ResolvedPretrain,
+    run: &RunDir,
+    device: &B::Device,
+    resume: bool,
+    quiet: bool,
+) -> Result<PretrainOutcome, String> {
+    let started = Instant::now();
+    let s = &cfg.settings;
+    let ds = Arc::new(ShardedDataset::open(&cfg.data, &filter(s)).map_err(|e| e.to_string())?);
+    if ds.len() != cfg.images || ds.info().size != cfg.size {
+        return Err(format!(
+            "the dataset at {} changed since the run began ({} images, expected {})",
+            cfg.data.display(),
+            ds.len(),
+            cfg.images
+        ));
+    }
+    let mcfg = mae_config(s);
+    B::seed(device, s.seed);
+    let mut model: SwinMae<B> = mcfg.init(device);
+    let mut optim: Optim<B> = AdamWConfig::new()
+        .with_beta_1(s.betas.0 as f32)
+        .with_beta_2(s.betas.1 as f32)
+        .with_epsilon(s.eps as f32)
+        .with_weight_decay(s.weight_decay as f32)
+        .init();
+    let mut start = 0;
+    let mut resumed_from = None;
+    if resume && let Some((step, dir)) = latest_checkpoint(run) {
+        model = model
+            .load_file(dir.join("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
+            .map_err(|e| format!("{}: {e}", dir.join("model.mpk").display()))?;
+        let bytes = std::fs::read(dir.join("optimizer.mpk"))
+            .map_err(|e| format!("{}: {e}", dir.join("optimizer.mpk").display()))?;
+        let record = Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
+            .map_err(|e| format!("{}: {e}", dir.join("optimizer.mpk").display()))?;
+        optim = optim.load_record(record);
+        start = step;
+        resumed_from = Some(step);
+        truncate_metrics(run, step)?;
+    }
+    let sched =
+        WarmupCosine { lr: s.lr, min_lr: s.min_lr, warmup: cfg.warmup_steps as f64, total: cfg.total_steps as f64 };
+    let lo =
+        LoaderOptions { batch_size: s.batch_size, seed: s.seed, workers: s.workers, hflip: s.hflip, drop_last: true };
+    let pb = if quiet { ProgressBar::hidden() } else { bar(cfg.total_steps, start) };
+    let micro_per_epoch = cfg.steps_per_epoch * s.accum_steps;
+    let mut batches: Option<Box<dyn Iterator<Item = vismae_data::dataset::reader::Batch>>> = None;
+    let mut current_epoch = usize::MAX;
+    let mut losses = Vec::new();
+    for step in start..cfg.total_steps {
+        let t0 = Instant::now();
+        let epoch = step / cfg.steps_per_epoch;
+        if epoch != current_epoch {
+            let first_micro = (step % cfg.steps_per_epoch) * s.accum_steps;
+            batches = Some(Box::new(
+                epoch_batches_from(ds.clone(), &lo, epoch as u64, first_micro).take(micro_per_epoch - first_micro),
+            ));
+            current_epoch = epoch;
+        }
+        let mut accumulator = GradientsAccumulator::<SwinMae<B>>::new();
+        let mut step_loss = 0.0;
+        for micro in 0..s.accum_steps {
+            let batch = batches
+                .as_mut()
+                .and_then(|b| b.next())
+                .ok_or_else(|| format!("the data loader ended early at step {step}"))?;
+            B::seed(device, mix(s.seed, step as u64, micro as u64));
+            let n = batch.indices.len();
+            let x = to_input::<B>(batch.data, n, cfg.size, s, device);
+            let plan = plan_from_seed(
+                model.mask_geometry(cfg.size, cfg.size),
+                n,
+                mix(s.seed ^ 0x6d61736b, step as u64, micro as u64),
+            )?;
+            let out = model.forward(x, &plan)?;
+            let loss = out.loss / s.accum_steps as f64;
+            let value: f64 = loss
+                .clone()
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(f64::NAN);
+            if !value.is_finite() {
+                pb.abandon();
+                let last = latest_checkpoint(run).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
+                return Err(format!(
+                    "the loss became {value} at step {step} (epoch {epoch}); stopped. Last good checkpoint: {last} in {}. Lower the learning rate (now {:.2e}) or check the data.",
+                    checkpoints_dir(run).display(),
+                    sched.at(step as f64)
+                ));
+            }
+            step_loss += value;
+            let grads = GradientsParams::from_grads::<B, _>(loss.backward(), &model);
+            accumulator.accumulate(&model, grads);
+        }
+        let lr = sched.at(step as f64);
+        model = optim.step(lr, model, accumulator.grads());
+        losses.push(step_loss);
+        let secs = t0.elapsed().as_secs_f64();
+        run.append_json(
+            "metrics.jsonl",
+            &json!({"step": step + 1, "epoch": step as f64 / cfg.steps_per_epoch as f64, "loss": step_loss, "lr": lr, "images_per_s": cfg.effective_batch as f64 / secs}),
+        )
+        .map_err(|e| e.to_string())?;
+        pb.set_message(format!("loss {step_loss:.4}, {:.1} img/s", cfg.effective_batch as f64 / secs));
+        pb.set_position(step as u64 + 1);
+        let done = step + 1;
+        if done.is_multiple_of(s.checkpoint_every.max(1)) || done == cfg.total_steps {
+            save_checkpoint(run, &model, &optim, &CheckpointState { step: done, loss: step_loss }, s.keep_checkpoints)?;
+        }
+        let epoch_end = done.is_multiple_of(cfg.steps_per_epoch);
+        let finished_epoch = done / cfg.steps_per_epoch;
+        if (epoch_end && s.reconstruct_every > 0 && finished_epoch.is_multiple_of(s.reconstruct_every))
+            || done == cfg.total_steps
+        {
+            let name = format!("reconstructions/step-{done:08}.png");
+            std::fs::create_dir_all(run.join("reconstructions")).map_err(|e| e.to_string())?;
+            let images: Vec<Vec<f32>> = (0..s.reconstruct_images.min(ds.len()))
+                .map(|i| ds.pixels(i).iter().step_by(ds.info().channels).map(|&v| v as f32 / 255.0).collect())
+                .collect();
+            reconstruction_grid::<B::InnerBackend>(&model.valid(), &images, cfg.size, s, s.seed, &run.join(&name))?;
+        }
+    }
+    pb.finish_and_clear();
+    let (model, sd) = export_state_dict::<B, _>(model);
+    let weights = run.join("weights.safetensors");
+    safetensors_io::write(&sd, &weights).map_err(|e| e.to_string())?;
+    let spec = ModelSpec::mae(&mcfg);
+    store::save(AnyModel::Mae(model), &spec, &run.join("weights.mpk")).map_err(|e| e.to_string())?;
+    let k = 10.min(losses.len());
+    let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+    Ok(PretrainOutcome {
+        steps: cfg.total_steps,
+        resumed_from,
+        loss_first_last: (mean(&losses[..k]), mean(&losses[losses.len() - k..])),
+        weights,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

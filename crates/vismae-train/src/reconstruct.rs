@@ -1,0 +1,78 @@
+//! Reconstruction grids: for each image a row of original | masked input | reconstruction |
+//! reconstruction with the visible patches pasted back, written as a PNG. Used at the end of
+//! pre-training epochs and by `vismae reconstruct`.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use vismae_model::SwinMae;
+use vismae_model::mae::{patchify, unpatchify};
+use vismae_model::masking::plan_from_seed;
+
+use crate::pretrain::to_input;
+use crate::pretrain_config::{InputNorm, PretrainSettings};
+
+const GUTTER: usize = 2;
+
+/// Writes the grid for `images` (grey, `size x size`, values in [0, 1]) to `out`.
+pub fn reconstruction_grid<B: Backend>(
+    model: &SwinMae<B>,
+    images: &[Vec<f32>],
+    size: usize,
+    s: &PretrainSettings,
+    seed: u64,
+    out: &Path,
+) -> Result<(), String> {
+    if images.is_empty() {
+        return Err("no images to reconstruct".into());
+    }
+    let device = B::Device::default();
+    let n = images.len();
+    let x = to_input::<B>(images.concat(), n, size, s, &device);
+    let geom = model.mask_geometry(size, size);
+    let plan = plan_from_seed(geom, n, seed)?;
+    let out_t = model.forward(x.clone(), &plan)?;
+    let c = x.dims()[1];
+    let p = size / geom.grid_w;
+    let mut pred = out_t.pred;
+    if s.norm_pix_loss {
+        // the network predicts per-patch normalised pixels: give them the patches' own statistics
+        let target = patchify(x.clone(), p);
+        let (var, mean) = target.var_mean(2);
+        pred = pred * (var + 1e-6).sqrt() + mean;
+    }
+    let recon = unpatchify(pred, p, geom.grid_h, geom.grid_w, c);
+    let to_vec = |t: burn::tensor::Tensor<B, 4>| -> Vec<f32> {
+        t.narrow(1, 0, 1).into_data().convert::<f32>().to_vec().unwrap_or_default()
+    };
+    let (orig, recon) = (to_vec(x), to_vec(recon));
+    let show = |v: f32| -> f32 {
+        match &s.norm {
+            InputNorm::MeanStd { mean, std } => (v as f64 * std + mean) as f32,
+            InputNorm::MinMax => v,
+        }
+        .clamp(0.0, 1.0)
+    };
+    let (w, h) = (4 * size + 5 * GUTTER, n * size + (n + 1) * GUTTER);
+    let mut img = image::GrayImage::from_pixel(w as u32, h as u32, image::Luma([255]));
+    for k in 0..n {
+        for y in 0..size {
+            for xx in 0..size {
+                let i = k * size * size + y * size + xx;
+                let token = (y / p) * geom.grid_w + xx / p;
+                let masked = plan.mask[k * geom.grid_h * geom.grid_w + token] > 0.5;
+                let o = show(orig[i]);
+                let r = show(recon[i]);
+                let cells = [o, if masked { 0.5 } else { o }, r, if masked { r } else { o }];
+                for (col, v) in cells.iter().enumerate() {
+                    let px = GUTTER + col * (size + GUTTER) + xx;
+                    let py = GUTTER + k * (size + GUTTER) + y;
+                    img.put_pixel(px as u32, py as u32, image::Luma([(v * 255.0).round() as u8]));
+                }
+            }
+        }
+    }
+    let tmp = out.with_extension("png.tmp");
+    img.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| format!("{}: {e}", out.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
+}
