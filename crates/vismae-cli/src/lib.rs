@@ -26,6 +26,19 @@ pub type Backend = burn::backend::Cuda;
 /// The training backend.
 pub type TrainBackend = burn::backend::Autodiff<Backend>;
 
+/// `n` training devices: GPUs `0..n` with CUDA; on the CPU the one device, `n` times (each
+/// replica then runs in its own thread).
+pub fn devices(n: usize) -> Vec<<Backend as burn::tensor::backend::BackendTypes>::Device> {
+    #[cfg(feature = "cuda")]
+    {
+        (0..n.max(1)).map(burn::backend::cuda::CudaDevice::new).collect()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        vec![device(); n.max(1)]
+    }
+}
+
 /// The device of [`Backend`].
 pub fn device() -> <Backend as burn::tensor::backend::BackendTypes>::Device {
     Default::default()
@@ -226,7 +239,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("dataset:        {:.2} GiB of shards", r.dataset_bytes as f64 / (1u64 << 30) as f64);
                 let rss: Vec<String> = r.rss_samples.iter().map(|(n, m)| format!("{n}: {m:.0}")).collect();
                 println!("RSS (MiB) by files ingested: {}", rss.join(", "));
-                println!("peak RSS:       {:.0} MiB", r.peak_rss_mib);
+                println!("peak RSS after ingest: {:.0} MiB", r.ingest_peak_mib);
+                let rd: Vec<String> = r.reader_samples.iter().map(|(n, a, f)| format!("{n}: {a:.0}+{f:.0}")).collect();
+                println!("reader RSS (MiB, anonymous+file-backed shard pages) by images read: {}", rd.join(", "));
+                println!("peak RSS overall: {:.0} MiB (includes mapped shard pages, which are reclaimable page cache)", r.peak_rss_mib);
                 return Ok(());
             }
             let variant = parse_variant(&variant)?;

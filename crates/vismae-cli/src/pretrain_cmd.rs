@@ -53,6 +53,9 @@ pub struct PretrainArgs {
     /// Checkpoint every N steps.
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Data-parallel replicas (GPUs 0..N-1 with --features cuda; CPU workers sharing the cores otherwise).
+    #[arg(long)]
+    devices: Option<usize>,
 }
 
 fn settings(a: &PretrainArgs) -> anyhow::Result<PretrainSettings> {
@@ -70,6 +73,7 @@ fn settings(a: &PretrainArgs) -> anyhow::Result<PretrainSettings> {
         ("batch_size", a.batch_size),
         ("accum_steps", a.accum_steps),
         ("checkpoint_every", a.checkpoint_every),
+        ("devices", a.devices),
     ] {
         if let Some(v) = v {
             put(k, v.to_string());
@@ -116,7 +120,8 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
         cfg.total_steps,
         cfg.steps_per_epoch
     );
-    let out = pretrain::run::<TrainBackend>(&cfg, &run_dir, &device(), resume, false).map_err(anyhow::Error::msg)?;
+    let devices = crate::devices(s.devices);
+    let out = pretrain::run::<TrainBackend>(&cfg, &run_dir, &devices, resume, false).map_err(anyhow::Error::msg)?;
     if let Some(k) = out.resumed_from {
         println!("resumed from step {k}");
     }

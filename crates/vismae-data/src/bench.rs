@@ -15,12 +15,15 @@ const TEMPLATE: &[u8] = include_bytes!("../../../testdata/dicom/MR_small.dcm");
 
 /// Resident and peak resident memory of this process in MiB (Linux `/proc/self/status`).
 pub fn memory_mib() -> Option<(f64, f64)> {
+    Some((status_mib("VmRSS:")?, status_mib("VmHWM:")?))
+}
+
+/// One `/proc/self/status` field in MiB: `RssAnon:` is the process's own memory, `RssFile:` the
+/// file pages it has mapped (for the reader: shard pages, reclaimable page cache).
+pub fn status_mib(name: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    Some(line.split_whitespace().nth(1)?.parse::<f64>().ok()? / 1024.0)
 }
 
 /// What the benchmark measured.
@@ -36,6 +39,10 @@ pub struct ScaleReport {
     pub peak_rss_mib: f64,
     /// Seconds for one epoch of batches.
     pub reader_s: f64,
+    /// During the epoch, at 0%, 10%, ...: (images read, anonymous RSS MiB, file-backed RSS MiB).
+    pub reader_samples: Vec<(usize, f64, f64)>,
+    /// Peak resident memory (MiB) when ingest ended, before reading.
+    pub ingest_peak_mib: f64,
     /// Bytes of shard data.
     pub dataset_bytes: u64,
 }
@@ -97,13 +104,21 @@ pub fn scale(
             format!("ingested {} of {images} images: {:?}", report.ingested_total(), report.skipped),
         ));
     }
+    let ingest_peak_mib = memory_mib().map_or(0.0, |m| m.1);
     say("reading one epoch");
     let ds = Arc::new(ShardedDataset::open(&root, &Filter::default())?);
     let lo = LoaderOptions { batch_size: 64, seed: 0, workers: jobs, hflip: true, drop_last: false };
     let t = Instant::now();
     let mut seen = 0;
+    let mut reader_samples = Vec::new();
+    let sample = |n: usize| (n, status_mib("RssAnon:").unwrap_or(0.0), status_mib("RssFile:").unwrap_or(0.0));
+    reader_samples.push(sample(0));
     for b in epoch_batches(ds.clone(), &lo, 0) {
+        let before = seen;
         seen += b.indices.len();
+        if seen / step.max(1) != before / step.max(1) {
+            reader_samples.push(sample(seen));
+        }
     }
     let reader_s = t.elapsed().as_secs_f64();
     if seen != images {
@@ -118,6 +133,8 @@ pub fn scale(
         rss_samples: samples.into_inner().unwrap_or_default(),
         peak_rss_mib: memory_mib().map_or(0.0, |m| m.1),
         reader_s,
+        reader_samples,
+        ingest_peak_mib,
         dataset_bytes,
     })
 }

@@ -50,15 +50,53 @@ pub fn new_layer_norm<B: Backend>(dim: usize, eps: f64, device: &B::Device) -> L
     LayerNormConfig::new(dim).with_epsilon(eps).init(device)
 }
 
+thread_local! {
+    /// (seed, calls so far, index of this thread's first sample in the whole batch)
+    static STOCHASTIC: std::cell::Cell<Option<(u64, u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with stochastic depth drawn from `seed` instead of the backend's global generator:
+/// the draw for sample `j` at the `k`-th drop-path call depends only on `(seed, k, offset + j)`.
+/// Results are then the same however a batch is split across threads or devices (`offset` is the
+/// chunk's first sample in the whole batch), and a resumed run draws what the original drew.
+pub fn with_stochastic_seed<T>(seed: u64, offset: u64, f: impl FnOnce() -> T) -> T {
+    let previous = STOCHASTIC.with(|s| s.replace(Some((seed, 0, offset))));
+    let out = f();
+    STOCHASTIC.with(|s| s.set(previous));
+    out
+}
+
+fn keep_draws(seed: u64, call: u64, offset: u64, n: usize, keep: f64) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    (0..n as u64)
+        .map(|j| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (offset + j).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            if rng.random::<f64>() < keep { 1.0 } else { 0.0 }
+        })
+        .collect()
+}
+
 /// Stochastic depth: drops whole samples of a residual branch with probability `rate`, only while
-/// gradients are tracked (training), scaling the kept ones by `1 / (1 - rate)`.
+/// gradients are tracked (training), scaling the kept ones by `1 / (1 - rate)`. Inside
+/// [`with_stochastic_seed`] the draws are seeded; otherwise they come from the backend.
 pub fn drop_path<B: Backend>(x: Tensor<B, 4>, rate: f64) -> Tensor<B, 4> {
     if rate <= 0.0 || !B::ad_enabled(&x.device()) {
         return x;
     }
     let keep = 1.0 - rate;
     let b = x.dims()[0];
-    let keep_mask = Tensor::<B, 4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
+    let seeded = STOCHASTIC.with(|s| {
+        let state = s.get()?;
+        s.set(Some((state.0, state.1 + 1, state.2)));
+        Some(state)
+    });
+    let keep_mask = match seeded {
+        Some((seed, call, offset)) => {
+            let draws = keep_draws(seed, call, offset, b, keep);
+            Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(draws, [b, 1, 1, 1]), &x.device())
+        }
+        None => Tensor::<B, 4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device()),
+    };
     x.mul(keep_mask).div_scalar(keep)
 }
 

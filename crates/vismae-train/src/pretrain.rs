@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams, MultiGradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, DeviceId, DeviceOps};
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vismae_data::dataset::reader::{Filter, LoaderOptions, ShardedDataset, epoch_batches_from};
-use vismae_model::masking::plan_from_seed;
+use vismae_model::layers::with_stochastic_seed;
+use vismae_model::masking::{MaskPlan, plan_from_seed};
 use vismae_model::store::{self, AnyModel, ModelSpec};
 use vismae_model::weights::{export_state_dict, safetensors_io};
 use vismae_model::{MaeConfig, SwinMae, Variant};
@@ -217,14 +218,60 @@ fn bar(total: usize, start: usize) -> ProgressBar {
     pb
 }
 
-/// Runs (or, with `resume`, continues) pre-training in `run` as `cfg` says.
+fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
+}
+
+type ReplicaOut = (GradientsParams, f64);
+
+/// Splits a micro-batch (`[n, c, S, S]` values and its mask plan) into contiguous chunks, one per
+/// device, runs `work` on each in its own thread with a replica of the model on that device, and
+/// returns each chunk's gradients, loss and device. One device runs inline.
+fn data_parallel<B: AutodiffBackend>(
+    model: &SwinMae<B>,
+    devices: &[B::Device],
+    data: &[f32],
+    plan: &MaskPlan,
+    work: impl Fn(&SwinMae<B>, &B::Device, Vec<f32>, &MaskPlan, usize) -> Result<ReplicaOut, String> + Sync,
+) -> Result<Vec<(GradientsParams, f64, DeviceId)>, String> {
+    let n = plan.batch;
+    let per_image = data.len() / n.max(1);
+    let tokens = plan.grid_h * plan.grid_w;
+    let replicas = devices.len().clamp(1, n.max(1));
+    let chunks: Vec<(usize, usize)> =
+        (0..replicas).map(|w| (w * n / replicas, (w + 1) * n / replicas)).filter(|(a, b)| b > a).collect();
+    let sub = |a: usize, b: usize| MaskPlan { batch: b - a, mask: plan.mask[a * tokens..b * tokens].to_vec(), ..plan.clone() };
+    if chunks.len() == 1 {
+        let (g, v) = work(model, &devices[0], data.to_vec(), plan, 0)?;
+        return Ok(vec![(g, v, devices[0].id())]);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .enumerate()
+            .map(|(w, &(a, b))| {
+                let dev = devices[w].clone();
+                let replica = model.clone().fork(&dev);
+                let chunk = data[a * per_image..b * per_image].to_vec();
+                let sub_plan = sub(a, b);
+                let work = &work;
+                scope.spawn(move || work(&replica, &dev, chunk, &sub_plan, a).map(|(g, v)| (g, v, dev.id())))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a data-parallel worker panicked".into()))).collect()
+    })
+}
+
+/// Runs (or, with `resume`, continues) pre-training in `run` as `cfg` says, data-parallel over
+/// `devices` (one model; on the CPU the same device may be listed several times).
 pub fn run<B: AutodiffBackend>(
     cfg: &ResolvedPretrain,
     run: &RunDir,
-    device: &B::Device,
+    devices: &[B::Device],
     resume: bool,
     quiet: bool,
 ) -> Result<PretrainOutcome, String> {
+    let device = devices.first().ok_or("no device to train on")?;
     let started = Instant::now();
     let s = &cfg.settings;
     let ds = Arc::new(ShardedDataset::open(&cfg.data, &filter(s)).map_err(|e| e.to_string())?);
@@ -279,46 +326,43 @@ pub fn run<B: AutodiffBackend>(
             ));
             current_epoch = epoch;
         }
-        let mut accumulator = GradientsAccumulator::<SwinMae<B>>::new();
+        let mut multi = MultiGradientsParams { grads: Vec::new() };
         let mut step_loss = 0.0;
         for micro in 0..s.accum_steps {
-            let batch = batches
-                .as_mut()
-                .and_then(|b| b.next())
-                .ok_or_else(|| format!("the data loader ended early at step {step}"))?;
+            let batch = batches.as_mut().and_then(|b| b.next()).ok_or_else(|| format!("the data loader ended early at step {step}"))?;
             B::seed(device, mix(s.seed, step as u64, micro as u64));
             let n = batch.indices.len();
-            let x = to_input::<B>(batch.data, n, cfg.size, s, device);
-            let plan = plan_from_seed(
-                model.mask_geometry(cfg.size, cfg.size),
-                n,
-                mix(s.seed ^ 0x6d61736b, step as u64, micro as u64),
-            )?;
-            let out = model.forward(x, &plan)?;
-            let loss = out.loss / s.accum_steps as f64;
-            let value: f64 = loss
-                .clone()
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .ok()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(f64::NAN);
-            if !value.is_finite() {
-                pb.abandon();
-                let last = latest_checkpoint(run).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
-                return Err(format!(
-                    "the loss became {value} at step {step} (epoch {epoch}); stopped. Last good checkpoint: {last} in {}. Lower the learning rate (now {:.2e}) or check the data.",
-                    checkpoints_dir(run).display(),
-                    sched.at(step as f64)
-                ));
+            let geom = model.mask_geometry(cfg.size, cfg.size);
+            let plan = plan_from_seed(geom, n, mix(s.seed ^ 0x6d61736b, step as u64, micro as u64))?;
+            let stochastic = mix(s.seed ^ 0x64726f70, step as u64, micro as u64);
+            let scale = 1.0 / (n * s.accum_steps) as f64;
+            let results = data_parallel(&model, devices, &batch.data, &plan, |replica, dev, data, sub_plan, offset| {
+                let k = sub_plan.batch;
+                with_stochastic_seed(stochastic, offset as u64, || {
+                    let x = to_input::<B>(data, k, cfg.size, s, dev);
+                    let out = replica.forward(x, sub_plan)?;
+                    // each replica's mean, weighted by its share: the sum is the whole batch's mean
+                    let loss = out.loss * (k as f64 * scale);
+                    let value = scalar(loss.clone());
+                    Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
+                })
+            });
+            for (grads, value, id) in results? {
+                if !value.is_finite() {
+                    pb.abandon();
+                    let last = latest_checkpoint(run).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
+                    return Err(format!(
+                        "the loss became {value} at step {step} (epoch {epoch}); stopped. Last good checkpoint: {last} in {}. Lower the learning rate (now {:.2e}) or check the data.",
+                        checkpoints_dir(run).display(),
+                        sched.at(step as f64)
+                    ));
+                }
+                step_loss += value;
+                multi.grads.push((grads, id));
             }
-            step_loss += value;
-            let grads = GradientsParams::from_grads::<B, _>(loss.backward(), &model);
-            accumulator.accumulate(&model, grads);
         }
         let lr = sched.at(step as f64);
-        model = optim.step(lr, model, accumulator.grads());
+        model = optim.step_multi(lr, model, multi);
         losses.push(step_loss);
         let secs = t0.elapsed().as_secs_f64();
         run.append_json(

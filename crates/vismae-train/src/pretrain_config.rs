@@ -63,6 +63,9 @@ pub struct PretrainSettings {
     pub seed: u64,
     /// Data-loading threads.
     pub workers: usize,
+    /// Data-parallel replicas: each micro-batch is split across them and their gradients are
+    /// summed into one step of one model (several GPUs, or several CPU workers sharing the cores).
+    pub devices: usize,
     /// Write a checkpoint every N optimizer steps (and at the end).
     pub checkpoint_every: usize,
     /// Checkpoints kept.
@@ -96,6 +99,7 @@ impl Default for PretrainSettings {
             hflip: true,
             seed: 0,
             workers: 2,
+            devices: 1,
             checkpoint_every: 500,
             keep_checkpoints: 3,
             reconstruct_every: 50,

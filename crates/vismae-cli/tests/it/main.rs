@@ -309,3 +309,48 @@ fn pretrain_stops_on_a_non_finite_loss_naming_the_step() {
         "the last good checkpoint must stay"
     );
 }
+
+#[test]
+fn reconstruct_any_image_with_mae_weights() {
+    let out = scratch("recon");
+    let _ = std::fs::remove_dir_all(&out);
+    // the official checkpoint's MAE (embed 12) on a DICOM and a NIfTI file, at 64 px
+    ok(vismae()
+        .args(["reconstruct", "--size", "64", "--weights"])
+        .arg(fixture("official_checkpoint.pth"))
+        .arg(fixture("../dicom/MR_small.dcm"))
+        .arg(fixture("../nifti/anatomical.nii"))
+        .arg("--out")
+        .arg(&out));
+    for name in ["MR_small.reconstruction.png", "anatomical.reconstruction.png"] {
+        let img = image::open(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")).to_luma8();
+        assert_eq!((img.width(), img.height()), (4 * 64 + 5 * 2, 64 + 2 * 2), "{name}");
+    }
+    let unet = vismae().args(["reconstruct", "--weights"]).arg(fixture("unet_weights.safetensors")).arg(fixture("../dicom/MR_small.dcm")).arg("--out").arg(&out).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!unet.status.success() && String::from_utf8_lossy(&unet.stderr).contains("not an MAE"));
+}
+
+#[test]
+fn pretrain_on_two_devices_matches_one() {
+    // data-parallel: each micro-batch split over two replicas, gradients summed into one step
+    let ds = scratch("pt-dp-ds");
+    let _ = std::fs::remove_dir_all(&ds);
+    ok(vismae().args(["ingest", "--size", "32", "--out"]).arg(&ds).arg(fixture("../dicom")));
+    let run = |devices: &str| {
+        let out = scratch(&format!("pt-dp-{devices}"));
+        let _ = std::fs::remove_dir_all(&out);
+        ok(vismae()
+            .args(["pretrain", "--variant", "tiny", "--steps", "6", "--batch-size", "8", "--devices", devices])
+            .args(["--set", "lr=1e-3", "--set", "warmup_epochs=0.1", "--set", "reconstruct_every=0", "--data"])
+            .arg(&ds)
+            .arg("--out")
+            .arg(&out));
+        metrics(&out)
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert_eq!(one.len(), 6);
+    for (a, b) in one.iter().zip(&two) {
+        let rel = (a.1 - b.1).abs() / a.1.abs();
+        assert!(rel < 1e-4, "step {}: one device {} vs two {}", a.0, a.1, b.1);
+    }
+}
