@@ -120,6 +120,9 @@ enum Command {
         /// ingest: threads (default: all cores).
         #[arg(long)]
         jobs: Option<usize>,
+        /// pretrain: data-parallel replicas (CPU workers, or GPUs with --features cuda).
+        #[arg(long, default_value_t = 1)]
+        devices: usize,
         /// Model size: tiny, small or vis-mae.
         #[arg(long, default_value = "vis-mae")]
         variant: String,
@@ -222,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Pretrain(args) => pretrain_cmd::run(args),
         Command::Reconstruct(args) => pretrain_cmd::reconstruct(args),
-        Command::Bench { what, variant, batch, size, steps, images, dir, jobs } => {
+        Command::Bench { what, variant, batch, size, steps, images, dir, jobs, devices: n_devices } => {
             if what == "ingest" {
                 let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                 let r = vismae_data::bench::scale(&dir, images, size, jobs, &|m| eprintln!("{m}"))?;
@@ -242,12 +245,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("peak RSS after ingest: {:.0} MiB", r.ingest_peak_mib);
                 let rd: Vec<String> = r.reader_samples.iter().map(|(n, a, f)| format!("{n}: {a:.0}+{f:.0}")).collect();
                 println!("reader RSS (MiB, anonymous+file-backed shard pages) by images read: {}", rd.join(", "));
-                println!("peak RSS overall: {:.0} MiB (includes mapped shard pages, which are reclaimable page cache)", r.peak_rss_mib);
+                println!(
+                    "peak RSS overall: {:.0} MiB (includes mapped shard pages, which are reclaimable page cache)",
+                    r.peak_rss_mib
+                );
                 return Ok(());
             }
             let variant = parse_variant(&variant)?;
             let r = match what.as_str() {
-                "pretrain" => vismae_train::bench::pretrain::<TrainBackend>(variant, batch, size, steps, &device()),
+                "pretrain" => {
+                    vismae_train::bench::pretrain::<TrainBackend>(variant, batch, size, steps, &devices(n_devices))
+                }
                 "unet" => vismae_train::bench::unet_inference::<Backend>(variant, batch, size, steps, &device()),
                 other => anyhow::bail!("unknown benchmark {other:?}: use pretrain or unet"),
             }

@@ -70,7 +70,9 @@ fn keep_draws(seed: u64, call: u64, offset: u64, n: usize, keep: f64) -> Vec<f32
     use rand::{Rng, SeedableRng};
     (0..n as u64)
         .map(|j| {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (offset + j).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+                seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (offset + j).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            );
             if rng.random::<f64>() < keep { 1.0 } else { 0.0 }
         })
         .collect()

@@ -4,6 +4,8 @@
 use std::time::Instant;
 
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+#[allow(unused_imports)]
+use burn::tensor::backend::DeviceOps;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use vismae_model::Variant;
@@ -34,14 +36,16 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Times `steps` MAE training steps (forward, backward, AdamW) after one warm-up step.
+/// Times `steps` MAE training steps (forward, backward, AdamW) after one warm-up step, with the
+/// batch split over `devices` data-parallel replicas as `vismae pretrain --devices` does.
 pub fn pretrain<B: AutodiffBackend>(
     variant: Variant,
     batch: usize,
     size: usize,
     steps: usize,
-    device: &B::Device,
+    devices: &[B::Device],
 ) -> Result<BenchResult, String> {
+    let device = devices.first().ok_or("no device")?;
     B::seed(device, 0);
     let mut model = variant.mae(3).init::<B>(device);
     let mut optim = AdamWConfig::new()
@@ -49,13 +53,22 @@ pub fn pretrain<B: AutodiffBackend>(
         .with_beta_2(0.95)
         .with_weight_decay(0.05)
         .init::<B, vismae_model::SwinMae<B>>();
-    let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, device);
+    let data: Vec<f32> = (0..batch * 3 * size * size).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
     let mut times = Vec::new();
     for step in 0..=steps {
         let t = Instant::now();
-        let out = model.forward_seeded(x.clone(), step as u64)?;
-        let grads = GradientsParams::from_grads::<B, _>(out.loss.backward(), &model);
-        model = optim.step(1e-4, model, grads);
+        let plan = vismae_model::masking::plan_from_seed(model.mask_geometry(size, size), batch, step as u64)?;
+        let results = crate::pretrain::data_parallel(&model, devices, &data, &plan, |replica, dev, chunk, sub, _| {
+            let k = sub.batch;
+            let x = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(chunk, [k, 3, size, size]), dev);
+            let out = replica.forward(x, sub)?;
+            let loss = out.loss * (k as f64 / batch as f64);
+            let value = crate::pretrain::scalar(loss.clone());
+            Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
+        })?;
+        let grads =
+            burn::optim::MultiGradientsParams { grads: results.into_iter().map(|(g, _, id)| (g, id)).collect() };
+        model = optim.step_multi(1e-4, model, grads);
         B::sync(device).map_err(|e| format!("{e:?}"))?;
         if step > 0 {
             times.push(t.elapsed().as_secs_f64());
@@ -63,7 +76,7 @@ pub fn pretrain<B: AutodiffBackend>(
     }
     let m = median(times);
     Ok(BenchResult {
-        what: format!("MAE train step, {} batch {batch} at {size}px", variant.name()),
+        what: format!("MAE train step, {} batch {batch} at {size}px, {} replica(s)", variant.name(), devices.len()),
         median_s: m,
         images_per_s: batch as f64 / m,
         peak_rss_mib: peak_rss_mib(),

@@ -218,7 +218,7 @@ fn bar(total: usize, start: usize) -> ProgressBar {
     pb
 }
 
-fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
+pub(crate) fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
     t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
 }
 
@@ -227,7 +227,7 @@ type ReplicaOut = (GradientsParams, f64);
 /// Splits a micro-batch (`[n, c, S, S]` values and its mask plan) into contiguous chunks, one per
 /// device, runs `work` on each in its own thread with a replica of the model on that device, and
 /// returns each chunk's gradients, loss and device. One device runs inline.
-fn data_parallel<B: AutodiffBackend>(
+pub(crate) fn data_parallel<B: AutodiffBackend>(
     model: &SwinMae<B>,
     devices: &[B::Device],
     data: &[f32],
@@ -240,7 +240,11 @@ fn data_parallel<B: AutodiffBackend>(
     let replicas = devices.len().clamp(1, n.max(1));
     let chunks: Vec<(usize, usize)> =
         (0..replicas).map(|w| (w * n / replicas, (w + 1) * n / replicas)).filter(|(a, b)| b > a).collect();
-    let sub = |a: usize, b: usize| MaskPlan { batch: b - a, mask: plan.mask[a * tokens..b * tokens].to_vec(), ..plan.clone() };
+    let sub = |a: usize, b: usize| MaskPlan {
+        batch: b - a,
+        mask: plan.mask[a * tokens..b * tokens].to_vec(),
+        ..plan.clone()
+    };
     if chunks.len() == 1 {
         let (g, v) = work(model, &devices[0], data.to_vec(), plan, 0)?;
         return Ok(vec![(g, v, devices[0].id())]);
@@ -258,7 +262,10 @@ fn data_parallel<B: AutodiffBackend>(
                 scope.spawn(move || work(&replica, &dev, chunk, &sub_plan, a).map(|(g, v)| (g, v, dev.id())))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a data-parallel worker panicked".into()))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a data-parallel worker panicked".into())))
+            .collect()
     })
 }
 
@@ -329,7 +336,10 @@ pub fn run<B: AutodiffBackend>(
         let mut multi = MultiGradientsParams { grads: Vec::new() };
         let mut step_loss = 0.0;
         for micro in 0..s.accum_steps {
-            let batch = batches.as_mut().and_then(|b| b.next()).ok_or_else(|| format!("the data loader ended early at step {step}"))?;
+            let batch = batches
+                .as_mut()
+                .and_then(|b| b.next())
+                .ok_or_else(|| format!("the data loader ended early at step {step}"))?;
             B::seed(device, mix(s.seed, step as u64, micro as u64));
             let n = batch.indices.len();
             let geom = model.mask_geometry(cfg.size, cfg.size);
@@ -350,7 +360,8 @@ pub fn run<B: AutodiffBackend>(
             for (grads, value, id) in results? {
                 if !value.is_finite() {
                     pb.abandon();
-                    let last = latest_checkpoint(run).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
+                    let last =
+                        latest_checkpoint(run).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
                     return Err(format!(
                         "the loss became {value} at step {step} (epoch {epoch}); stopped. Last good checkpoint: {last} in {}. Lower the learning rate (now {:.2e}) or check the data.",
                         checkpoints_dir(run).display(),

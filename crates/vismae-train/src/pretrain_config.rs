@@ -65,6 +65,7 @@ pub struct PretrainSettings {
     pub workers: usize,
     /// Data-parallel replicas: each micro-batch is split across them and their gradients are
     /// summed into one step of one model (several GPUs, or several CPU workers sharing the cores).
+    /// 0 = automatic: one per CPU core on the CPU build, one GPU on the CUDA build.
     pub devices: usize,
     /// Write a checkpoint every N optimizer steps (and at the end).
     pub checkpoint_every: usize,
@@ -99,7 +100,7 @@ impl Default for PretrainSettings {
             hflip: true,
             seed: 0,
             workers: 2,
-            devices: 1,
+            devices: 0,
             checkpoint_every: 500,
             keep_checkpoints: 3,
             reconstruct_every: 50,

@@ -326,7 +326,14 @@ fn reconstruct_any_image_with_mae_weights() {
         let img = image::open(out.join(name)).unwrap_or_else(|e| panic!("{name}: {e}")).to_luma8();
         assert_eq!((img.width(), img.height()), (4 * 64 + 5 * 2, 64 + 2 * 2), "{name}");
     }
-    let unet = vismae().args(["reconstruct", "--weights"]).arg(fixture("unet_weights.safetensors")).arg(fixture("../dicom/MR_small.dcm")).arg("--out").arg(&out).output().unwrap_or_else(|e| panic!("{e}"));
+    let unet = vismae()
+        .args(["reconstruct", "--weights"])
+        .arg(fixture("unet_weights.safetensors"))
+        .arg(fixture("../dicom/MR_small.dcm"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(!unet.status.success() && String::from_utf8_lossy(&unet.stderr).contains("not an MAE"));
 }
 

@@ -150,7 +150,11 @@ fn map_readonly(file: &std::fs::File) -> std::io::Result<Mmap> {
     // SAFETY: a mapping is undefined behaviour only if the file is truncated or written while
     // mapped. Committed shards are never modified: ingest only adds new shards (written under
     // temporary names, then renamed), and nothing in vismae truncates or rewrites a shard.
-    unsafe { memmap2::MmapOptions::new().map_copy_read_only(file) }
+    let map = unsafe { memmap2::MmapOptions::new().map_copy_read_only(file) }?;
+    // batches read images in shuffled order: ask the kernel not to read ahead around each access,
+    // so resident shard pages stay close to what was read
+    map.advise(memmap2::Advice::Random)?;
+    Ok(map)
 }
 
 /// Settings of the batch loader.
