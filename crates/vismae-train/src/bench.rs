@@ -66,9 +66,11 @@ pub fn pretrain<B: AutodiffBackend>(
             let value = crate::pretrain::scalar(loss.clone());
             Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
         })?;
-        let grads =
-            burn::optim::MultiGradientsParams { grads: results.into_iter().map(|(g, _, id)| (g, id)).collect() };
-        model = optim.step_multi(1e-4, model, grads);
+        let mut summed = burn::optim::GradientsAccumulator::<vismae_model::SwinMae<B>>::new();
+        for (g, _, _) in results {
+            summed.accumulate(&model, g.to_device(device, &model));
+        }
+        model = optim.step(1e-4, model, summed.grads());
         B::sync(device).map_err(|e| format!("{e:?}"))?;
         if step > 0 {
             times.push(t.elapsed().as_secs_f64());

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamWConfig, GradientsParams, MultiGradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, DeviceId, DeviceOps};
 use burn::tensor::{Tensor, TensorData};
@@ -259,7 +259,12 @@ pub(crate) fn data_parallel<B: AutodiffBackend>(
                 let chunk = data[a * per_image..b * per_image].to_vec();
                 let sub_plan = sub(a, b);
                 let work = &work;
-                scope.spawn(move || work(&replica, &dev, chunk, &sub_plan, a).map(|(g, v)| (g, v, dev.id())))
+                scope.spawn(move || {
+                    // each replica in a one-thread rayon pool: the CPU kernels (gemm, reductions)
+                    // then never split work with the other replica, so results are bit-reproducible
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| e.to_string())?;
+                    pool.install(|| work(&replica, &dev, chunk, &sub_plan, a)).map(|(g, v)| (g, v, dev.id()))
+                })
             })
             .collect();
         handles
@@ -333,7 +338,9 @@ pub fn run<B: AutodiffBackend>(
             ));
             current_epoch = epoch;
         }
-        let mut multi = MultiGradientsParams { grads: Vec::new() };
+        // gradients of every (micro-batch, replica), summed in that fixed order on the first device:
+        // the order of a floating-point sum decides its last bits, and resumed runs must match
+        let mut summed = GradientsAccumulator::<SwinMae<B>>::new();
         let mut step_loss = 0.0;
         for micro in 0..s.accum_steps {
             let batch = batches
@@ -357,7 +364,7 @@ pub fn run<B: AutodiffBackend>(
                     Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
                 })
             });
-            for (grads, value, id) in results? {
+            for (grads, value, _) in results? {
                 if !value.is_finite() {
                     pb.abandon();
                     let last =
@@ -369,11 +376,11 @@ pub fn run<B: AutodiffBackend>(
                     ));
                 }
                 step_loss += value;
-                multi.grads.push((grads, id));
+                summed.accumulate(&model, grads.to_device(device, &model));
             }
         }
         let lr = sched.at(step as f64);
-        model = optim.step_multi(lr, model, multi);
+        model = optim.step(lr, model, summed.grads());
         losses.push(step_loss);
         let secs = t0.elapsed().as_secs_f64();
         run.append_json(
