@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Times MAE pre-training steps of the official VIS-MAE PyTorch code and of vismae on the same
+machine, and prints the ratio (vismae images/s / official images/s).
+
+Needs: a PyTorch install, a checkout of github.com/lzl199704/VIS-MAE (for swin_mae.py), and a
+built vismae binary. Usage:
+
+    python scripts/bench/compare_official.py --official /path/to/VIS-MAE --vismae target/release/vismae \
+        [--batch 8] [--steps 5] [--threads 2] [--devices 2]
+
+The official step is what run_pretrain.py does per iteration: forward with mask ratio 0.75, loss
+backward, AdamW(lr 1e-4, betas 0.9/0.95, wd 0.05) step, on random 224x224 inputs, float32, eager,
+median of `steps` timed steps after one warm-up. vismae runs `vismae bench pretrain` with the same
+batch and steps.
+"""
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+
+def official_images_per_s(checkout, batch, steps, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    sys.path.insert(0, checkout)
+    from swin_mae import swin_mae  # the official factory (depths 2,2,2,2, embed 96)
+
+    model = swin_mae(mask_ratio=0.75)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    x = torch.rand(batch, 3, 224, 224)
+    times = []
+    for step in range(steps + 1):
+        t = time.perf_counter()
+        loss, _, _ = model(x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step > 0:
+            times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
+def vismae_images_per_s(binary, batch, steps, devices):
+    out = subprocess.run(
+        [binary, "bench", "pretrain", "--variant", "vis-mae", "--batch", str(batch), "--steps", str(steps), "--devices", str(devices)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    m = re.search(r"throughput:\s+([0-9.]+) images/s", out)
+    if not m:
+        raise SystemExit(f"could not read vismae's throughput from:\n{out}")
+    return float(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--official", required=True, help="checkout of lzl199704/VIS-MAE")
+    ap.add_argument("--vismae", default="target/release/vismae")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine's cores)")
+    ap.add_argument("--devices", type=int, default=2, help="vismae data-parallel replicas")
+    a = ap.parse_args()
+    official = official_images_per_s(a.official, a.batch, a.steps, a.threads)
+    ours = vismae_images_per_s(a.vismae, a.batch, a.steps, a.devices)
+    print(f"official PyTorch: {official:.2f} images/s")
+    print(f"vismae:           {ours:.2f} images/s")
+    print(f"ratio vismae/official: {ours / official:.2f}")
+
+
+if __name__ == "__main__":
+    main()
