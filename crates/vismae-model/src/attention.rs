@@ -5,12 +5,36 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Distribution, Int, Tensor, TensorData, activation::softmax, backend::Backend};
 
-use crate::geometry::{
-    pad_bottom_right, pad_to_multiple, relative_position_index, roll_dim, shift_attention_mask, window_partition,
-    window_reverse,
-};
+use crate::geometry::{WindowIndex, head_merge_index, relative_position_index, shift_attention_mask, window_index};
 use crate::layers::{Init, new_linear};
 use crate::params::{self, Buffer, ParamIo, join};
+
+/// Gather indices of one attention geometry.
+struct Indices {
+    window: WindowIndex,
+    heads: Vec<i64>,
+}
+
+thread_local! {
+    static INDICES: std::cell::RefCell<std::collections::HashMap<(usize, usize, usize, usize, usize, usize), std::rc::Rc<Indices>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The indices of a `(batch, h, w, window, shift, heads)` geometry, built once per thread.
+fn cached_indices(b: usize, h: usize, w: usize, ws: usize, shift: usize, nh: usize) -> std::rc::Rc<Indices> {
+    INDICES.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry((b, h, w, ws, shift, nh))
+            .or_insert_with(|| {
+                let window = window_index(b, h, w, ws, shift);
+                let (hp, wp) = window.padded;
+                let bn = b * (hp / ws) * (wp / ws);
+                std::rc::Rc::new(Indices { heads: head_merge_index(bn, nh, ws * ws), window })
+            })
+            .clone()
+    })
+}
 
 /// Window attention of one Swin block.
 #[derive(Module, Debug)]
@@ -57,43 +81,46 @@ impl<B: Backend> WindowAttention<B> {
     /// Attention over windows of an already normalised input; `shift` applies the cyclic shift by
     /// `window / 2` with its region mask (also when the grid is a single window, as the reference does).
     ///
+    /// Padding, shift, partition, head merge and their reverses are row gathers with cached indices
+    /// (see [`window_index`]), so CPU backends copy whole rows instead of walking strides.
+    ///
     /// # Shapes
     /// `[B, H, W, C]` -> `[B, H, W, C]`
     pub fn forward(&self, x: Tensor<B, 4>, shift: bool) -> Tensor<B, 4> {
         let device = x.device();
         let [b, h, w, c] = x.dims();
         let ws = self.window;
-        let x = pad_bottom_right(x, pad_to_multiple(h, ws), pad_to_multiple(w, ws));
-        let [_, hp, wp, _] = x.dims();
-        let s = (ws / 2) as i64;
-        let x = if shift { roll_dim(roll_dim(x, 1, -s), 2, -s) } else { x };
-
-        let windows = window_partition(x, ws); // [Bn, L, C]
-        let [bn, l, _] = windows.dims();
+        let s = if shift { ws / 2 } else { 0 };
+        let idx = cached_indices(b, h, w, ws, s, self.num_heads);
+        let (hp, wp) = idx.window.padded;
+        let l = ws * ws;
+        let bn = b * (hp / ws) * (wp / ws);
         let (nh, hd) = (self.num_heads, c / self.num_heads);
-        let qkv = self.qkv.forward(windows).reshape([bn, l, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // [3, Bn, nH, L, P]
-        let q = qkv.clone().narrow(0, 0, 1).reshape([bn, nh, l, hd]);
-        let k = qkv.clone().narrow(0, 1, 1).reshape([bn, nh, l, hd]);
-        let v = qkv.narrow(0, 2, 1).reshape([bn, nh, l, hd]);
+        let int = |v: &[i64]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
 
-        let q = q.mul_scalar((hd as f64).powf(-0.5));
-        let attn = q.matmul(k.swap_dims(2, 3)); // [Bn, nH, L, L]
-        let attn = attn + self.relative_bias(&device).unsqueeze_dim::<4>(0);
+        // tokens as rows, one zero row for the padding, gathered into shifted windows
+        let rows = Tensor::cat(vec![x.reshape([b * h * w, c]), Tensor::zeros([1, c], &device)], 0);
+        let windows = rows.select(0, int(&idx.window.forward)).reshape([bn, l, c]); // [Bn, L, C]
+
+        let qkv = self.qkv.forward(windows); // [Bn, L, 3C]: [q | k | v], each head-major
+        let part = |k: usize| qkv.clone().narrow(2, k * c, c).reshape([bn, l, nh, hd]); // [Bn, L, nH, P]
+        let q = part(0).swap_dims(1, 2).mul_scalar((hd as f64).powf(-0.5)); // [Bn, nH, L, P]
+        let k = part(1).permute([0, 2, 3, 1]); // [Bn, nH, P, L]
+        let v = part(2).swap_dims(1, 2); // [Bn, nH, L, P]
+        let attn = q.matmul(k) + self.relative_bias(&device).unsqueeze_dim::<4>(0); // [Bn, nH, L, L]
         let attn = if shift {
             let n_win = (hp / ws) * (wp / ws);
-            let mask = shift_attention_mask(hp, wp, ws, s as usize);
+            let mask = shift_attention_mask(hp, wp, ws, s);
             let mask = Tensor::<B, 5>::from_data(TensorData::new(mask, [1, n_win, 1, l, l]), &device);
             (attn.reshape([b, n_win, nh, l, l]) + mask).reshape([bn, nh, l, l])
         } else {
             attn
         };
-        let attn = softmax(attn, 3);
-        let out = attn.matmul(v).swap_dims(1, 2).reshape([bn, l, c]); // [Bn, L, C]
+        let out = softmax(attn, 3).matmul(v); // [Bn, nH, L, P]
+        let out = out.reshape([bn * nh * l, hd]).select(0, int(&idx.heads)).reshape([bn, l, c]); // [Bn, L, C]
         let out = self.proj.forward(out);
-
-        let out = window_reverse(out, ws, b, hp, wp);
-        let out = if shift { roll_dim(roll_dim(out, 1, s), 2, s) } else { out };
-        if hp != h || wp != w { out.narrow(1, 0, h).narrow(2, 0, w) } else { out }
+        // back to token order, dropping padding
+        out.reshape([bn * l, c]).select(0, int(&idx.window.reverse)).reshape([b, h, w, c])
     }
 
     /// Visits the parameters (and the `relative_position_index` buffer) under the official keys.

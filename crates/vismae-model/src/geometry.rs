@@ -118,6 +118,67 @@ pub fn pad_bottom_right<B: Backend>(x: Tensor<B, 4>, pad_h: usize, pad_w: usize)
     x
 }
 
+/// Row indices that turn a `[B*h*w, C]` token matrix (plus one zero row appended at index
+/// `B*h*w`) into shifted, zero-padded windows `[B*nW*ws², C]`, and back.
+///
+/// `forward[r]` is the source row of window row `r` (padding reads the zero row); `reverse[t]` is
+/// the window row that holds token `t`. Together they replace pad + roll + partition and
+/// reverse + roll + crop by two row gathers, which CPU backends do as bulk copies instead of
+/// element-wise strided walks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowIndex {
+    /// Window row -> source row.
+    pub forward: Vec<i64>,
+    /// Token -> window row.
+    pub reverse: Vec<i64>,
+    /// Padded height and width.
+    pub padded: (usize, usize),
+}
+
+/// Builds the [`WindowIndex`] of a `b x h x w` token grid with windows `ws` and cyclic shift `shift`
+/// (torch `roll(-shift)` before partitioning, as the reference does).
+pub fn window_index(b: usize, h: usize, w: usize, ws: usize, shift: usize) -> WindowIndex {
+    let (hp, wp) = (h + pad_to_multiple(h, ws), w + pad_to_multiple(w, ws));
+    let (nh, nw, l) = (hp / ws, wp / ws, ws * ws);
+    let zero_row = (b * h * w) as i64;
+    let mut forward = Vec::with_capacity(b * hp * wp);
+    let mut reverse = vec![0i64; b * h * w];
+    for bi in 0..b {
+        for wy in 0..nh {
+            for wx in 0..nw {
+                for t in 0..l {
+                    let (py, px) = (wy * ws + t / ws, wx * ws + t % ws);
+                    // rolled[i] = x[(i + shift) mod n]
+                    let (y, x) = ((py + shift) % hp, (px + shift) % wp);
+                    let row = forward.len() as i64;
+                    if y < h && x < w {
+                        let src = (bi * h + y) * w + x;
+                        forward.push(src as i64);
+                        reverse[src] = row;
+                    } else {
+                        forward.push(zero_row);
+                    }
+                }
+            }
+        }
+    }
+    WindowIndex { forward, reverse, padded: (hp, wp) }
+}
+
+/// Row order that merges heads: `[Bn*nH*L, P]` rows (head-major per window) to `[Bn*L*nH, P]`
+/// (token-major), so that a reshape gives `[Bn, L, nH*P]`.
+pub fn head_merge_index(bn: usize, nh: usize, l: usize) -> Vec<i64> {
+    let mut idx = Vec::with_capacity(bn * nh * l);
+    for b in 0..bn {
+        for t in 0..l {
+            for h in 0..nh {
+                idx.push(((b * nh + h) * l + t) as i64);
+            }
+        }
+    }
+    idx
+}
+
 /// Smallest padding that makes `n` a multiple of `m`.
 pub fn pad_to_multiple(n: usize, m: usize) -> usize {
     (m - n % m) % m
@@ -199,6 +260,37 @@ mod tests {
         assert_eq!(minus, vec![2., 3., 4., 0., 1.]);
         let zero: Vec<f32> = roll_dim(x, 0, 5).into_data().to_vec().unwrap_or_default();
         assert_eq!(zero, vec![0., 1., 2., 3., 4.]);
+    }
+
+    #[test]
+    fn window_index_equals_pad_roll_partition() {
+        let dev = Default::default();
+        for (h, w, shift) in [(14usize, 14usize, 3usize), (10, 12, 3), (7, 7, 3), (9, 8, 0)] {
+            let (b, c, ws) = (2, 3, 7);
+            let vals: Vec<f32> = (0..b * h * w * c).map(|v| v as f32 + 1.0).collect();
+            let x = Tensor::<TestBackend, 4>::from_data(TensorData::new(vals, [b, h, w, c]), &dev);
+            // reference: pad, roll(-shift), partition
+            let p = pad_bottom_right(x.clone(), pad_to_multiple(h, ws), pad_to_multiple(w, ws));
+            let p = roll_dim(roll_dim(p, 1, -(shift as i64)), 2, -(shift as i64));
+            let want: Vec<f32> = window_partition(p, ws).into_data().to_vec().unwrap_or_default();
+            let idx = window_index(b, h, w, ws, shift);
+            let flat = Tensor::cat(vec![x.reshape([b * h * w, c]), Tensor::zeros([1, c], &dev)], 0);
+            let fwd = Tensor::<TestBackend, 1, burn::tensor::Int>::from_data(
+                TensorData::new(idx.forward.clone(), [idx.forward.len()]),
+                &dev,
+            );
+            let got = flat.select(0, fwd);
+            let got_v: Vec<f32> = got.clone().into_data().to_vec().unwrap_or_default();
+            assert_eq!(got_v, want, "{h}x{w} shift {shift}");
+            let rev = Tensor::<TestBackend, 1, burn::tensor::Int>::from_data(
+                TensorData::new(idx.reverse.clone(), [idx.reverse.len()]),
+                &dev,
+            );
+            let back: Vec<f32> = got.select(0, rev).into_data().to_vec().unwrap_or_default();
+            let orig: Vec<f32> = (0..b * h * w * c).map(|v| v as f32 + 1.0).collect();
+            assert_eq!(back, orig);
+        }
+        assert_eq!(head_merge_index(1, 2, 3), vec![0, 3, 1, 4, 2, 5]);
     }
 
     #[test]
