@@ -15,8 +15,11 @@ struct Indices {
     heads: Vec<i64>,
 }
 
+/// `(batch, h, w, window, shift, heads)`.
+type Geometry = (usize, usize, usize, usize, usize, usize);
+
 thread_local! {
-    static INDICES: std::cell::RefCell<std::collections::HashMap<(usize, usize, usize, usize, usize, usize), std::rc::Rc<Indices>>> =
+    static INDICES: std::cell::RefCell<std::collections::HashMap<Geometry, std::rc::Rc<Indices>>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
