@@ -1,6 +1,7 @@
 //! vismae-cli: argument parsing, backend/device selection, and exit codes. Each subcommand
 //! resolves its arguments and calls one library function; nothing here computes.
 
+mod evaluate_cmd;
 mod ingest_cmd;
 mod pretrain_cmd;
 mod weights_cmd;
@@ -107,6 +108,11 @@ enum Command {
     Pretrain(pretrain_cmd::PretrainArgs),
     /// Reconstruct images with MAE weights: original | masked | reconstruction | pasted, as PNG grids.
     Reconstruct(pretrain_cmd::ReconstructArgs),
+    /// Metrics from predictions: ROC AUC / average precision (cls) or Dice / precision / recall (seg).
+    Evaluate {
+        #[command(subcommand)]
+        command: evaluate_cmd::EvaluateCommand,
+    },
     /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
         /// `pretrain`, `unet` or `ingest`.
@@ -223,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => ingest_cmd::run(args),
+        Command::Evaluate { command } => evaluate_cmd::run(command),
         Command::Pretrain(args) => pretrain_cmd::run(args),
         Command::Reconstruct(args) => pretrain_cmd::reconstruct(args),
         Command::Bench { what, variant, batch, size, steps, images, dir, jobs, devices: n_devices } => {
