@@ -155,7 +155,7 @@ fn read_mask(path: &Path) -> anyhow::Result<(Vec<u8>, (usize, usize, usize))> {
         dims.0 = r.width;
         dims.1 = r.height;
         for &v in &r.data {
-            if v < 0.0 || v > 255.0 || v.fract() != 0.0 {
+            if !(0.0..=255.0).contains(&v) || v.fract() != 0.0 {
                 anyhow::bail!("{}: holds {v}, not a class index", path.display());
             }
             values.push(v as u8);
