@@ -113,6 +113,27 @@ enum Command {
         #[command(subcommand)]
         command: evaluate_cmd::EvaluateCommand,
     },
+    /// Grouped k-fold splits with nested label fractions (5-100 %), saved like nnU-Net's splits_final.json.
+    Split {
+        /// A labelled set: nnU-Net folder, datalist .json, .csv, or class folders.
+        #[arg(long)]
+        data: PathBuf,
+        /// Number of folds.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Keep together the cases of one `patient` (when the layout knows it) or treat each `case` alone.
+        #[arg(long, default_value = "patient")]
+        group_by: String,
+        /// Training fractions, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.25,0.5,0.8,1.0")]
+        fractions: Vec<f64>,
+        /// Output JSON (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
         /// `pretrain`, `unet` or `ingest`.
@@ -229,6 +250,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => ingest_cmd::run(args),
+        Command::Split { data, folds, seed, group_by, fractions, out } => {
+            if out.exists() {
+                anyhow::bail!("{} already exists (vismae never overwrites)", out.display());
+            }
+            let set = vismae_data::labelled::open(&data)?;
+            let by_patient = match group_by.as_str() {
+                "patient" => true,
+                "case" => false,
+                other => anyhow::bail!("--group-by {other:?}: use patient or case"),
+            };
+            let items: Vec<vismae_data::splits::Item> = set
+                .samples
+                .iter()
+                .map(|s| vismae_data::splits::Item {
+                    id: s.id.clone(),
+                    group: if by_patient { s.group.clone() } else { s.id.clone() },
+                    class: match &s.target {
+                        vismae_data::labelled::Target::Class(c) => Some(*c),
+                        _ => None,
+                    },
+                })
+                .collect();
+            let result =
+                vismae_data::splits::grouped_kfold(&items, folds, seed, &fractions).map_err(anyhow::Error::msg)?;
+            std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
+            let groups: std::collections::HashSet<&String> = items.iter().map(|i| &i.group).collect();
+            println!(
+                "{} cases in {} groups -> {folds} folds; fractions {:?}; written to {}",
+                items.len(),
+                groups.len(),
+                fractions,
+                out.display()
+            );
+            for (k, f) in result.iter().enumerate() {
+                println!("fold {k}: train {} val {}", f.train.len(), f.val.len());
+            }
+            Ok(())
+        }
         Command::Evaluate { command } => evaluate_cmd::run(command),
         Command::Pretrain(args) => pretrain_cmd::run(args),
         Command::Reconstruct(args) => pretrain_cmd::reconstruct(args),

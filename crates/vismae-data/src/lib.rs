@@ -13,6 +13,7 @@ pub mod labelled;
 pub mod raster;
 pub mod series;
 pub mod source;
+pub mod splits;
 pub mod volume;
 
 pub use error::{DataError, Reason};

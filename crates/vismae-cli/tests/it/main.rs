@@ -450,3 +450,45 @@ fn evaluate_seg_per_case_and_mean_with_nan_as_null() {
         "{err}"
     );
 }
+
+#[test]
+fn split_keeps_patients_together_in_nnunet_layout() {
+    let dir = scratch("split");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_default();
+    let mut csv = String::from("image,label,patient_id\n");
+    for i in 0..40 {
+        csv.push_str(&format!("img{i}.png,{},P{}\n", i % 2, i / 2));
+    }
+    std::fs::write(dir.join("cls.csv"), csv).unwrap_or_default();
+    let out = dir.join("splits.json");
+    ok(vismae()
+        .args(["split", "--folds", "5", "--seed", "1", "--data"])
+        .arg(dir.join("cls.csv"))
+        .arg("--out")
+        .arg(&out));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default()).unwrap_or_default();
+    let folds = v.as_array().cloned().unwrap_or_default();
+    assert_eq!(folds.len(), 5);
+    for f in &folds {
+        let ids = |k: &str| {
+            f[k].as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let patient = |c: &String| c.trim_start_matches("img").parse::<usize>().unwrap_or(0) / 2;
+        let val_patients: std::collections::HashSet<usize> = ids("val").iter().map(patient).collect();
+        assert!(ids("train").iter().all(|c| !val_patients.contains(&patient(c))));
+        assert_eq!(ids("train").len() + ids("val").len(), 40);
+        assert!(f["fractions"]["0.05"].as_array().is_some_and(|a| !a.is_empty()));
+    }
+    let again = vismae()
+        .args(["split", "--data"])
+        .arg(dir.join("cls.csv"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!again.status.success());
+}
