@@ -2,6 +2,7 @@
 //! resolves its arguments and calls one library function; nothing here computes.
 
 mod evaluate_cmd;
+mod finetune_cmd;
 mod ingest_cmd;
 mod pretrain_cmd;
 mod weights_cmd;
@@ -133,6 +134,11 @@ enum Command {
         /// Output JSON (must not exist).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Fine-tune for segmentation from MAE weights or from scratch.
+    Finetune {
+        #[command(subcommand)]
+        command: finetune_cmd::FinetuneCommand,
     },
     /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
@@ -289,6 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Evaluate { command } => evaluate_cmd::run(command),
+        Command::Finetune { command } => finetune_cmd::run(command),
         Command::Pretrain(args) => pretrain_cmd::run(args),
         Command::Reconstruct(args) => pretrain_cmd::reconstruct(args),
         Command::Bench { what, variant, batch, size, steps, images, dir, jobs, devices: n_devices } => {

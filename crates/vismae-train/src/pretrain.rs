@@ -56,7 +56,7 @@ pub struct PretrainOutcome {
 pub fn resolve(settings: &PretrainSettings, data: &Path) -> Result<ResolvedPretrain, String> {
     let ds = ShardedDataset::open(data, &filter(settings)).map_err(|e| e.to_string())?;
     let size = ds.info().size;
-    if size % 16 != 0 {
+    if !size.is_multiple_of(16) {
         return Err(format!("dataset images are {size}px: pre-training needs a multiple of 16 (the mask unit)"));
     }
     let effective_batch = settings.batch_size * settings.accum_steps;

@@ -492,3 +492,91 @@ fn split_keeps_patients_together_in_nnunet_layout() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!again.status.success());
 }
+
+#[test]
+fn finetune_seg_from_mae_weights_and_from_scratch() {
+    let dir = scratch("ft");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("img")).unwrap_or_default();
+    // 10 labelled phantoms (classes 0, 1, 2) as PNG image/mask pairs in the reference's CSV layout
+    let mut csv = String::from("image,mask\n");
+    for i in 0..10u64 {
+        let p = vismae_train::phantom::phantom(5, i, 64);
+        let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
+        image::GrayImage::from_raw(64, 64, img).map(|g| g.save(dir.join(format!("img/case{i}.png"))));
+        image::GrayImage::from_raw(64, 64, p.labels.clone()).map(|g| g.save(dir.join(format!("img/case{i}_mask.png"))));
+        csv.push_str(&format!("img/case{i}.png,img/case{i}_mask.png\n"));
+    }
+    std::fs::write(dir.join("train.csv"), csv).unwrap_or_default();
+    // a tiny MAE pre-trained for a few steps on the same images
+    ok(vismae().args(["ingest", "--size", "64", "--out"]).arg(dir.join("ds")).arg(dir.join("img")));
+    ok(vismae()
+        .args([
+            "pretrain",
+            "--variant",
+            "tiny",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--set",
+            "reconstruct_every=0",
+            "--data",
+        ])
+        .arg(dir.join("ds"))
+        .arg("--out")
+        .arg(dir.join("mae")));
+    for init in [dir.join("mae/weights.safetensors").display().to_string(), "scratch".to_string()] {
+        let out = dir.join(if init == "scratch" { "scratch" } else { "from-mae" });
+        let text = ok(vismae()
+            .args([
+                "finetune",
+                "seg",
+                "--folds",
+                "5",
+                "--fold",
+                "0",
+                "--set",
+                "variant=\"tiny\"",
+                "--set",
+                "size=64",
+                "--set",
+                "epochs=2",
+                "--set",
+                "warmup_epochs=1",
+                "--set",
+                "batch_size=4",
+            ])
+            .arg("--data")
+            .arg(dir.join("train.csv"))
+            .arg("--init")
+            .arg(&init)
+            .arg("--out")
+            .arg(&out));
+        assert!(text.contains("best validation foreground Dice"), "{text}");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_default())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|v| v["val_dice"].as_f64().is_some_and(|d| (0.0..=1.0).contains(&d))), "{lines:?}");
+        assert!(out.join("best.safetensors").exists() && out.join("final.safetensors").exists());
+        if init != "scratch" {
+            assert!(text.contains("tensors applied"), "{text}");
+            let t = ok(vismae().args(["weights", "inspect"]).arg(out.join("best.safetensors")));
+            assert!(t.contains("model:            unet") && t.contains("classes:          3"), "{t}");
+        }
+    }
+    // a Swin-UNet is not a valid starting point
+    let bad = vismae()
+        .args(["finetune", "seg", "--data"])
+        .arg(dir.join("train.csv"))
+        .arg("--init")
+        .arg(fixture("unet_weights.safetensors"))
+        .arg("--out")
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("unet model"));
+}

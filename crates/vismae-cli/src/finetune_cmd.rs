@@ -1,0 +1,138 @@
+//! `vismae finetune seg`: arguments, the fold and label fraction, initial weights, run folder.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use vismae_data::labelled::{self, Sample};
+use vismae_data::splits::{Item, grouped_kfold};
+use vismae_model::weights::{ModelKind, detect, read_state_dict};
+use vismae_train::finetune_seg::{self, SegSettings};
+use vismae_train::run_dir::RunDir;
+
+use crate::{TrainBackend, device};
+
+#[derive(Subcommand, Debug)]
+pub enum FinetuneCommand {
+    /// Segmentation: Swin-UNet from MAE weights (--init FILE) or from scratch (--init scratch).
+    Seg {
+        /// Labelled set: nnU-Net folder, datalist .json, `image,mask` .csv.
+        #[arg(long)]
+        data: PathBuf,
+        /// MAE weights (.safetensors, .pth, .mpk) or `scratch`.
+        #[arg(long)]
+        init: String,
+        /// Run folder (must not hold a run).
+        #[arg(long)]
+        out: PathBuf,
+        /// splits.json from `vismae split`; without it the split is made here with --folds and --seed.
+        #[arg(long)]
+        splits: Option<PathBuf>,
+        /// Folds when no splits file is given.
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// Fold to train (its val part validates).
+        #[arg(long, default_value_t = 0)]
+        fold: usize,
+        /// Fraction of the fold's training cases (nested subsets: 0.05, 0.1, 0.25, 0.5, 0.8, 1.0).
+        #[arg(long, default_value_t = 1.0)]
+        fraction: f64,
+        /// Settings as key=value (see config.json), e.g. --set epochs=150 --set size=320 --set dice_weight=0.6.
+        #[arg(long = "set")]
+        sets: Vec<String>,
+    },
+}
+
+fn settings(sets: &[String]) -> anyhow::Result<SegSettings> {
+    let mut table = toml::Table::new();
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected key=value"))?;
+        let value = format!("v = {}", v.trim())
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("v").cloned())
+            .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
+        table.insert(k.trim().to_string(), value);
+    }
+    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("invalid settings: {e}"))
+}
+
+fn fold_ids(
+    splits: &Option<PathBuf>,
+    samples: &[Sample],
+    folds: usize,
+    fold: usize,
+    fraction: f64,
+    seed: u64,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let all: Vec<vismae_data::splits::Fold> = match splits {
+        Some(p) => {
+            serde_json::from_str(&std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
+                .map_err(|e| anyhow::anyhow!("{}: not a vismae splits file: {e}", p.display()))?
+        }
+        None => {
+            let items: Vec<Item> =
+                samples.iter().map(|s| Item { id: s.id.clone(), group: s.group.clone(), class: None }).collect();
+            grouped_kfold(&items, folds, seed, &[fraction]).map_err(anyhow::Error::msg)?
+        }
+    };
+    let f = all.get(fold).ok_or_else(|| anyhow::anyhow!("fold {fold} does not exist ({} folds)", all.len()))?;
+    let train = f
+        .fractions
+        .iter()
+        .find(|(k, _)| k.parse::<f64>().is_ok_and(|v| (v - fraction).abs() < 1e-9))
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "fraction {fraction} is not in the splits (have {:?})",
+                f.fractions.keys().collect::<Vec<_>>()
+            )
+        })?;
+    Ok((train, f.val.clone()))
+}
+
+pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
+    let FinetuneCommand::Seg { data, init, out, splits, folds, fold, fraction, sets } = cmd;
+    let s = settings(&sets)?;
+    let set = labelled::open(&data)?;
+    let (train_ids, val_ids) = fold_ids(&splits, &set.samples, folds, fold, fraction, s.seed)?;
+    let pick = |ids: &[String]| -> Vec<&Sample> { set.samples.iter().filter(|x| ids.contains(&x.id)).collect() };
+    let (train, val) = (pick(&train_ids), pick(&val_ids));
+    let init_sd = if init.eq_ignore_ascii_case("scratch") {
+        None
+    } else {
+        let sd = read_state_dict(std::path::Path::new(&init))?;
+        let info = detect(&sd).map_err(|e| anyhow::anyhow!("{init}: {e}"))?;
+        if info.kind != ModelKind::Mae {
+            anyhow::bail!("{init} holds a {} model; fine-tuning starts from MAE weights (or scratch)", info.kind);
+        }
+        Some(sd)
+    };
+    let run_dir = RunDir::create(&out)?;
+    let config = serde_json::json!({
+        "task": "segmentation", "data": data, "init": init, "fold": fold, "fraction": fraction,
+        "splits": splits, "train_cases": train_ids, "val_cases": val_ids, "classes": set.classes, "settings": s,
+    });
+    run_dir.write_atomic("config.json", serde_json::to_string_pretty(&config)?.as_bytes())?;
+    println!(
+        "fine-tuning {} Swin-UNet from {init}: fold {fold}, {:.0} % of its training cases ({} train, {} val cases), {} epochs at {}px",
+        s.variant,
+        fraction * 100.0,
+        train.len(),
+        val.len(),
+        s.epochs,
+        s.size
+    );
+    let r = finetune_seg::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, &device())
+        .map_err(anyhow::Error::msg)?;
+    if init_sd.is_some() {
+        println!("transfer: {} tensors applied (transfer_report.txt)", r.transferred);
+    }
+    println!(
+        "{} classes; best validation foreground Dice {:.4} at epoch {}; best.safetensors and final.safetensors in {}",
+        r.classes,
+        r.best.0,
+        r.best.1,
+        out.display()
+    );
+    Ok(())
+}
