@@ -44,15 +44,7 @@ pub enum FinetuneCommand {
 
 fn settings(sets: &[String]) -> anyhow::Result<SegSettings> {
     let mut table = toml::Table::new();
-    for s in sets {
-        let (k, v) = s.split_once('=').ok_or_else(|| anyhow::anyhow!("--set {s:?}: expected key=value"))?;
-        let value = format!("v = {}", v.trim())
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("v").cloned())
-            .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
-        table.insert(k.trim().to_string(), value);
-    }
+    vismae_train::pretrain_config::apply_sets(&mut table, sets).map_err(anyhow::Error::msg)?;
     toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("invalid settings: {e}"))
 }
 

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use vismae_data::dataset::ingest::{IngestOptions, ingest};
-use vismae_data::intensity::{Fallback, WindowArg};
-use vismae_data::source::{NormaliseOptions, SliceOptions};
+use vismae_data::source::SliceOptions;
 use vismae_data::volume::Plane;
 
 #[derive(Args, Debug)]
@@ -35,15 +34,8 @@ pub struct IngestArgs {
     /// Decoding threads (default: all cores).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Window CENTER,WIDTH or a preset, overriding the DICOM header's.
-    #[arg(long)]
-    window: Option<WindowArg>,
-    /// Which of the header's windows to use when it lists several (0 = first).
-    #[arg(long, default_value_t = 0)]
-    window_index: usize,
-    /// Normalisation without a usable window: minmax or percentile.
-    #[arg(long, default_value = "minmax")]
-    fallback: Fallback,
+    #[command(flatten)]
+    intensity: crate::IntensityArgs,
     /// Images per shard.
     #[arg(long, default_value_t = 1024)]
     shard_size: usize,
@@ -60,12 +52,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         size: a.size,
         modality: (!a.modality.eq_ignore_ascii_case("auto")).then(|| a.modality.clone()),
         slices: SliceOptions { planes: a.planes.clone(), stride: a.stride, skip_empty: !a.keep_empty },
-        normalise: NormaliseOptions {
-            window: a.window.map(|w| w.0),
-            window_index: a.window_index,
-            fallback: a.fallback,
-            keep_rgb: false,
-        },
+        normalise: a.intensity.options(),
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         shard_capacity: a.shard_size,
         keep_rgb: a.keep_rgb,

@@ -84,15 +84,8 @@ enum Command {
         /// Output PNG (must not exist).
         #[arg(long)]
         out: PathBuf,
-        /// Window CENTER,WIDTH or a preset (brain, subdural, lung, mediastinum, abdomen, liver, bone); overrides the header.
-        #[arg(long)]
-        window: Option<WindowArg>,
-        /// Which of the header's windows to use when it lists several (0 = first).
-        #[arg(long, default_value_t = 0)]
-        window_index: usize,
-        /// Normalisation without a usable window: minmax or percentile (0.5-99.5).
-        #[arg(long, default_value = "minmax")]
-        fallback: Fallback,
+        #[command(flatten)]
+        intensity: IntensityArgs,
         /// DICOM frame or volume slice (volumes default to the middle slice).
         #[arg(long)]
         frame: Option<usize>,
@@ -176,6 +169,32 @@ enum Command {
     },
 }
 
+/// How intensities are brought to [0, 1] (`convert`, `ingest`).
+#[derive(clap::Args, Debug)]
+pub struct IntensityArgs {
+    /// Window CENTER,WIDTH or a preset (brain, subdural, lung, mediastinum, abdomen, liver, bone); overrides the header.
+    #[arg(long)]
+    window: Option<WindowArg>,
+    /// Which of the header's windows to use when it lists several (0 = first).
+    #[arg(long, default_value_t = 0)]
+    window_index: usize,
+    /// Normalisation without a usable window: minmax or percentile (0.5-99.5).
+    #[arg(long, default_value = "minmax")]
+    fallback: Fallback,
+}
+
+impl IntensityArgs {
+    /// The resolved options.
+    pub fn options(&self) -> NormaliseOptions {
+        NormaliseOptions {
+            window: self.window.map(|w| w.0),
+            window_index: self.window_index,
+            fallback: self.fallback,
+            keep_rgb: false,
+        }
+    }
+}
+
 /// Parses the command line, runs the command, and maps errors to exit status 1 with a message.
 pub fn main() -> ExitCode {
     vismae_data::guard::install_panic_hook();
@@ -231,16 +250,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("finished in {:.0} s; run folder: {}", report.seconds, out.display());
             Ok(())
         }
-        Command::Convert { input, out, window, window_index, fallback, frame, plane, size } => {
+        Command::Convert { input, out, intensity, frame, plane, size } => {
             if out.exists() {
                 anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", out.display());
             }
-            let opts = ConvertOptions {
-                normalise: NormaliseOptions { window: window.map(|w| w.0), window_index, fallback, keep_rgb: false },
-                frame,
-                size,
-                plane,
-            };
+            let opts = ConvertOptions { normalise: intensity.options(), frame, size, plane };
             let s = convert::convert(&input, &out, &opts)?;
             println!(
                 "{} image {} ({}x{}) -> {} ({}x{}), {}",

@@ -120,15 +120,7 @@ impl PretrainSettings {
             }
             None => toml::Table::new(),
         };
-        for s in sets {
-            let (k, v) = s.split_once('=').ok_or_else(|| format!("--set {s:?}: expected key=value"))?;
-            let value = format!("v = {}", v.trim())
-                .parse::<toml::Table>()
-                .ok()
-                .and_then(|t| t.get("v").cloned())
-                .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
-            table.insert(k.trim().to_string(), value);
-        }
+        apply_sets(&mut table, sets)?;
         let settings: PretrainSettings =
             toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| format!("invalid settings: {e}"))?;
         settings.validate()?;
@@ -153,6 +145,20 @@ impl PretrainSettings {
         }
         Ok(())
     }
+}
+
+/// Applies `key=value` overrides (values in TOML syntax; bare words are strings) to `table`.
+pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<(), String> {
+    for s in sets {
+        let (k, v) = s.split_once('=').ok_or_else(|| format!("--set {s:?}: expected key=value"))?;
+        let value = format!("v = {}", v.trim())
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("v").cloned())
+            .unwrap_or_else(|| toml::Value::String(v.trim().to_string()));
+        table.insert(k.trim().to_string(), value);
+    }
+    Ok(())
 }
 
 /// Everything the run uses, derived once from the settings and the dataset.
