@@ -133,6 +133,21 @@ enum Command {
         #[command(subcommand)]
         command: finetune_cmd::FinetuneCommand,
     },
+    /// Segment images with a `finetune seg` run: PNG masks (pixel = class) for 2-D files, NIfTI label maps with the input's header for NIfTI.
+    Predict {
+        /// Run folder of `vismae finetune seg` (config.json, best.safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// Images or volumes.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output folder (created; existing files are never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write colour overlays (the middle slice for volumes).
+        #[arg(long)]
+        overlay: bool,
+    },
     /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
         /// `pretrain`, `unet` or `ingest`.
@@ -270,6 +285,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => ingest_cmd::run(args),
+        Command::Predict { model, inputs, out, overlay } => {
+            let m = vismae_train::predict_seg::load_run::<Backend>(&model, &device()).map_err(anyhow::Error::msg)?;
+            std::fs::create_dir_all(&out)?;
+            for input in &inputs {
+                let files = vismae_train::predict_seg::predict_file(&m, input, &out, overlay, &device())
+                    .map_err(anyhow::Error::msg)?;
+                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+                println!("{} -> {}", input.display(), names.join(", "));
+            }
+            Ok(())
+        }
         Command::Split { data, folds, seed, group_by, fractions, out } => {
             if out.exists() {
                 anyhow::bail!("{} already exists (vismae never overwrites)", out.display());

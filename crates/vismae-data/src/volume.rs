@@ -541,6 +541,64 @@ pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataEr
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// Writes a uint8 label volume as NIfTI-1 with the header of `template` (a `.nii`/`.nii.gz` file):
+/// its affine (qform, sform), spacing, units and byte order are kept; the data type, dimensions,
+/// scaling and offset are set for the labels. `labels` must have the template's x, y, z sizes.
+pub fn write_nifti_labels_like(path: &Path, template: &Path, labels: &Volume) -> Result<(), DataError> {
+    let src = read_all(template)?;
+    if !sniff_nifti(&src) || &src[344..347] != b"n+1" {
+        return Err(DataError::new(
+            template,
+            Reason::Unsupported,
+            "the template must be a single-file NIfTI-1 (.nii or .nii.gz)",
+        ));
+    }
+    let be = i32::from_le_bytes([src[0], src[1], src[2], src[3]]) != 348;
+    let put16 = |h: &mut Vec<u8>, o: usize, v: i16| {
+        h[o..o + 2].copy_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() })
+    };
+    let put32 = |h: &mut Vec<u8>, o: usize, v: f32| {
+        h[o..o + 4].copy_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() })
+    };
+    let mut h = src[..348].to_vec();
+    let [nx, ny, nz, _] = labels.dims;
+    let get16 =
+        |o: usize| if be { i16::from_be_bytes([src[o], src[o + 1]]) } else { i16::from_le_bytes([src[o], src[o + 1]]) };
+    let tdims = [get16(42) as usize, get16(44) as usize, get16(46).max(1) as usize];
+    if tdims != [nx, ny, nz] {
+        return Err(DataError::new(
+            template,
+            Reason::BadArgument,
+            format!("labels are {nx}x{ny}x{nz}, the template {}x{}x{}", tdims[0], tdims[1], tdims[2]),
+        ));
+    }
+    put16(&mut h, 40, 3);
+    for (i, d) in [nx, ny, nz, 1, 1, 1, 1].iter().enumerate() {
+        put16(&mut h, 42 + 2 * i, *d as i16);
+    }
+    put16(&mut h, 70, 2); // uint8
+    put16(&mut h, 72, 8);
+    put32(&mut h, 108, 352.0); // vox_offset
+    put32(&mut h, 112, 1.0); // scl_slope
+    put32(&mut h, 116, 0.0); // scl_inter
+    put32(&mut h, 124, labels.data.iter().copied().fold(0.0, f32::max)); // cal_max
+    put32(&mut h, 128, 0.0); // cal_min
+    h.extend_from_slice(&[0, 0, 0, 0]); // no extensions
+    h.extend(labels.data.iter().map(|&v| v.clamp(0.0, 255.0).round() as u8));
+    let io = |e: std::io::Error| DataError::new(path, Reason::Io, e.to_string());
+    let bytes = if path.to_string_lossy().ends_with(".gz") {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&h).map_err(io)?;
+        gz.finish().map_err(io)?
+    } else {
+        h
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod finetune_seg;
 pub mod losses;
 pub mod phantom;
+pub mod predict_seg;
 pub mod pretrain;
 pub mod pretrain_config;
 pub mod reconstruct;

@@ -568,6 +568,51 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
             assert!(t.contains("model:            unet") && t.contains("classes:          3"), "{t}");
         }
     }
+    // predict with the run: a PNG gives a mask of its own size, a NIfTI volume a label map with its header
+    let pred = dir.join("pred");
+    let vol = vismae_data::volume::Volume {
+        dims: [48, 40, 3, 1],
+        spacing: [0.8, 0.9, 2.5],
+        data: (0..3u64)
+            .flat_map(|k| vismae_train::phantom::phantom(9, k, 48).image.into_iter().take(48 * 40))
+            .collect(),
+    };
+    vismae_data::volume::write_nifti(&dir.join("vol.nii.gz"), &vol, false).unwrap_or_else(|e| panic!("{e}"));
+    ok(vismae()
+        .args(["predict", "--overlay", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg(dir.join("img/case3.png"))
+        .arg(dir.join("vol.nii.gz"))
+        .arg("--out")
+        .arg(&pred));
+    let mask = image::open(pred.join("case3.mask.png")).unwrap_or_else(|e| panic!("{e}")).to_luma8();
+    assert_eq!((mask.width(), mask.height()), (64, 64));
+    assert!(mask.pixels().all(|p| p.0[0] < 3));
+    assert!(pred.join("case3.overlay.png").exists() && pred.join("vol.overlay.png").exists());
+    let labels = vismae_data::volume::read_nifti(&pred.join("vol.nii.gz")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(labels.dims, [48, 40, 3, 1]);
+    assert!((labels.spacing[2] - 2.5).abs() < 1e-6 && labels.data.iter().all(|&v| v < 3.0 && v.fract() == 0.0));
+    let header = |p: &std::path::Path| {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(std::fs::File::open(p).unwrap_or_else(|e| panic!("{e}"))),
+            &mut raw,
+        )
+        .unwrap_or_default();
+        raw[252..328].to_vec() // qform/sform codes, quaternion and srow: the affine
+    };
+    assert_eq!(header(&pred.join("vol.nii.gz")), header(&dir.join("vol.nii.gz")), "the affine must be the input's");
+    // never overwrites
+    let again = vismae()
+        .args(["predict", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg(dir.join("img/case3.png"))
+        .arg("--out")
+        .arg(&pred)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!again.status.success());
+
     // a Swin-UNet is not a valid starting point
     let bad = vismae()
         .args(["finetune", "seg", "--data"])
