@@ -18,7 +18,10 @@ use serde_json::json;
 use vismae_data::labelled::{LabelledSet, Sample, seg_pairs};
 use vismae_data::volume::Plane;
 use vismae_metrics::SegAccumulator;
-use vismae_model::weights::{LoadOptions, StateDict, apply_state_dict, export_state_dict, safetensors_io};
+use vismae_model::weights::{
+    DecoderInit, LoadOptions, StateDict, apply_state_dict, export_state_dict, mirror_encoder_into_decoder,
+    safetensors_io,
+};
 use vismae_model::{SwinUnet, Variant};
 
 use crate::losses::{one_hot, seg_loss};
@@ -59,6 +62,10 @@ pub struct SegSettings {
     pub plane: Plane,
     /// Seed.
     pub seed: u64,
+    /// How the decoder starts from MAE weights: `mae` (its decoder by name, as VIS-MAE does),
+    /// `mirrored` (encoder stages copied into the mirrored decoder stages, as Swin-MAE and
+    /// Swin-Unet do) or `scratch` (decoder left at initialisation).
+    pub decoder_init: String,
 }
 
 impl Default for SegSettings {
@@ -79,6 +86,7 @@ impl Default for SegSettings {
             augment: true,
             plane: Plane::Axial,
             seed: 0,
+            decoder_init: "mae".into(),
         }
     }
 }
@@ -208,7 +216,14 @@ pub fn run<B: AutodiffBackend>(
     let mut model: SwinUnet<B> = variant.unet(s.in_chans, classes).init(device);
     let mut transferred = 0;
     if let Some(sd) = init {
-        let (m, report) = apply_state_dict(model, sd, LoadOptions::default()).map_err(|e| e.to_string())?;
+        let how = match s.decoder_init.as_str() {
+            "mae" => DecoderInit::MaeDecoder,
+            "mirrored" => DecoderInit::MirroredEncoder,
+            "scratch" => DecoderInit::Scratch,
+            other => return Err(format!("decoder_init {other:?}: use mae, mirrored or scratch")),
+        };
+        let sd = mirror_encoder_into_decoder(sd, variant.seg_depths().len(), how);
+        let (m, report) = apply_state_dict(model, &sd, LoadOptions::default()).map_err(|e| e.to_string())?;
         transferred = report.applied.len();
         run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
         model = m;

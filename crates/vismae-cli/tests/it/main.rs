@@ -526,6 +526,33 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
         .arg(dir.join("ds"))
         .arg("--out")
         .arg(dir.join("mae")));
+    // the Swin-MAE-style mirrored decoder transfer
+    let mirrored = ok(vismae()
+        .args([
+            "finetune",
+            "seg",
+            "--set",
+            "variant=\"tiny\"",
+            "--set",
+            "size=64",
+            "--set",
+            "epochs=1",
+            "--set",
+            "warmup_epochs=0.5",
+        ])
+        .args(["--set", "decoder_init=\"mirrored\"", "--data"])
+        .arg(dir.join("train.csv"))
+        .arg("--init")
+        .arg(dir.join("mae/weights.safetensors"))
+        .arg("--out")
+        .arg(dir.join("mirrored")));
+    assert!(mirrored.contains("tensors applied"), "{mirrored}");
+    let report = std::fs::read_to_string(dir.join("mirrored/transfer_report.txt")).unwrap_or_default();
+    // mirrored: the MAE's decoder (upsampling included) is dropped, its blocks come from the encoder
+    let left =
+        report.split("left at initialisation:").nth(1).unwrap_or_default().split("unused").next().unwrap_or_default();
+    assert!(left.contains("layers_up.0.upsample.expand.weight"), "{report}");
+    assert!(!left.contains("layers_up.2.blocks.0.attn.qkv.weight"), "{report}");
     for init in [dir.join("mae/weights.safetensors").display().to_string(), "scratch".to_string()] {
         let out = dir.join(if init == "scratch" { "scratch" } else { "from-mae" });
         let text = ok(vismae()
