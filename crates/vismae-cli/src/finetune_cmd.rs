@@ -6,6 +6,7 @@ use clap::Subcommand;
 use vismae_data::labelled::{self, Sample};
 use vismae_data::splits::{Item, grouped_kfold};
 use vismae_model::weights::{ModelKind, detect, read_state_dict};
+use vismae_train::finetune_cls::{self, ClsSettings};
 use vismae_train::finetune_seg::{self, SegSettings};
 use vismae_train::run_dir::RunDir;
 
@@ -14,35 +15,40 @@ use crate::{TrainBackend, device};
 #[derive(Subcommand, Debug)]
 pub enum FinetuneCommand {
     /// Segmentation: Swin-UNet from MAE weights (--init FILE) or from scratch (--init scratch).
-    Seg {
-        /// Labelled set: nnU-Net folder, datalist .json, `image,mask` .csv.
-        #[arg(long)]
-        data: PathBuf,
-        /// MAE weights (.safetensors, .pth, .mpk) or `scratch`.
-        #[arg(long)]
-        init: String,
-        /// Run folder (must not hold a run).
-        #[arg(long)]
-        out: PathBuf,
-        /// splits.json from `vismae split`; without it the split is made here with --folds and --seed.
-        #[arg(long)]
-        splits: Option<PathBuf>,
-        /// Folds when no splits file is given.
-        #[arg(long, default_value_t = 5)]
-        folds: usize,
-        /// Fold to train (its val part validates).
-        #[arg(long, default_value_t = 0)]
-        fold: usize,
-        /// Fraction of the fold's training cases (nested subsets: 0.05, 0.1, 0.25, 0.5, 0.8, 1.0).
-        #[arg(long, default_value_t = 1.0)]
-        fraction: f64,
-        /// Settings as key=value (see config.json), e.g. --set epochs=150 --set size=320 --set dice_weight=0.6.
-        #[arg(long = "set")]
-        sets: Vec<String>,
-    },
+    Seg(FinetuneArgs),
+    /// Classification: Swin classifier from the MAE encoder (--init FILE) or from scratch.
+    Cls(FinetuneArgs),
 }
 
-fn settings(sets: &[String]) -> anyhow::Result<SegSettings> {
+#[derive(clap::Args, Debug)]
+pub struct FinetuneArgs {
+    /// Labelled set: nnU-Net folder, datalist .json, .csv, or class folders.
+    #[arg(long)]
+    data: PathBuf,
+    /// MAE weights (.safetensors, .pth, .mpk) or `scratch`.
+    #[arg(long)]
+    init: String,
+    /// Run folder (must not hold a run).
+    #[arg(long)]
+    out: PathBuf,
+    /// splits.json from `vismae split`; without it the split is made here with --folds and --seed.
+    #[arg(long)]
+    splits: Option<PathBuf>,
+    /// Folds when no splits file is given.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Fold to train (its val part validates).
+    #[arg(long, default_value_t = 0)]
+    fold: usize,
+    /// Fraction of the fold's training cases (nested subsets: 0.05, 0.1, 0.25, 0.5, 0.8, 1.0).
+    #[arg(long, default_value_t = 1.0)]
+    fraction: f64,
+    /// Settings as key=value (see config.json), e.g. --set epochs=150 --set size=320.
+    #[arg(long = "set")]
+    sets: Vec<String>,
+}
+
+fn settings<T: serde::de::DeserializeOwned>(sets: &[String]) -> anyhow::Result<T> {
     let mut table = toml::Table::new();
     vismae_train::pretrain_config::apply_sets(&mut table, sets).map_err(anyhow::Error::msg)?;
     toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| anyhow::anyhow!("invalid settings: {e}"))
@@ -83,48 +89,74 @@ fn fold_ids(
 }
 
 pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
-    let FinetuneCommand::Seg { data, init, out, splits, folds, fold, fraction, sets } = cmd;
-    let s = settings(&sets)?;
-    let set = labelled::open(&data)?;
-    let (train_ids, val_ids) = fold_ids(&splits, &set.samples, folds, fold, fraction, s.seed)?;
+    let (task, a) = match cmd {
+        FinetuneCommand::Seg(a) => ("segmentation", a),
+        FinetuneCommand::Cls(a) => ("classification", a),
+    };
+    let seed = |sets: &[String]| -> u64 {
+        sets.iter().find_map(|s| s.strip_prefix("seed=").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    };
+    let set = labelled::open(&a.data)?;
+    let (train_ids, val_ids) = fold_ids(&a.splits, &set.samples, a.folds, a.fold, a.fraction, seed(&a.sets))?;
     let pick = |ids: &[String]| -> Vec<&Sample> { set.samples.iter().filter(|x| ids.contains(&x.id)).collect() };
     let (train, val) = (pick(&train_ids), pick(&val_ids));
-    let init_sd = if init.eq_ignore_ascii_case("scratch") {
+    let init_sd = if a.init.eq_ignore_ascii_case("scratch") {
         None
     } else {
-        let sd = read_state_dict(std::path::Path::new(&init))?;
-        let info = detect(&sd).map_err(|e| anyhow::anyhow!("{init}: {e}"))?;
+        let sd = read_state_dict(std::path::Path::new(&a.init))?;
+        let info = detect(&sd).map_err(|e| anyhow::anyhow!("{}: {e}", a.init))?;
         if info.kind != ModelKind::Mae {
-            anyhow::bail!("{init} holds a {} model; fine-tuning starts from MAE weights (or scratch)", info.kind);
+            anyhow::bail!("{} holds a {} model; fine-tuning starts from MAE weights (or scratch)", a.init, info.kind);
         }
         Some(sd)
     };
-    let run_dir = RunDir::create(&out)?;
+    let settings_json = if task == "segmentation" {
+        serde_json::to_value(settings::<SegSettings>(&a.sets)?)?
+    } else {
+        serde_json::to_value(settings::<ClsSettings>(&a.sets)?)?
+    };
+    let run_dir = RunDir::create(&a.out)?;
     let config = serde_json::json!({
-        "task": "segmentation", "data": data, "init": init, "fold": fold, "fraction": fraction,
-        "splits": splits, "train_cases": train_ids, "val_cases": val_ids, "classes": set.classes, "settings": s,
+        "task": task, "data": a.data, "init": a.init, "fold": a.fold, "fraction": a.fraction,
+        "splits": a.splits, "train_cases": train_ids, "val_cases": val_ids, "classes": set.classes, "settings": settings_json,
     });
     run_dir.write_atomic("config.json", serde_json::to_string_pretty(&config)?.as_bytes())?;
     println!(
-        "fine-tuning {} Swin-UNet from {init}: fold {fold}, {:.0} % of its training cases ({} train, {} val cases), {} epochs at {}px",
-        s.variant,
-        fraction * 100.0,
+        "fine-tuning for {task} from {}: fold {}, {:.0} % of its training cases ({} train, {} val cases)",
+        a.init,
+        a.fold,
+        a.fraction * 100.0,
         train.len(),
-        val.len(),
-        s.epochs,
-        s.size
+        val.len()
     );
-    let r = finetune_seg::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, &device())
-        .map_err(anyhow::Error::msg)?;
-    if init_sd.is_some() {
-        println!("transfer: {} tensors applied (transfer_report.txt)", r.transferred);
+    if task == "segmentation" {
+        let s: SegSettings = serde_json::from_value(settings_json)?;
+        let r = finetune_seg::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, &device())
+            .map_err(anyhow::Error::msg)?;
+        if init_sd.is_some() {
+            println!("transfer: {} tensors applied (transfer_report.txt)", r.transferred);
+        }
+        println!(
+            "{} classes; best validation foreground Dice {:.4} at epoch {}; best.safetensors and final.safetensors in {}",
+            r.classes,
+            r.best.0,
+            r.best.1,
+            a.out.display()
+        );
+    } else {
+        let s: ClsSettings = serde_json::from_value(settings_json)?;
+        let r = finetune_cls::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, &device())
+            .map_err(anyhow::Error::msg)?;
+        if init_sd.is_some() {
+            println!("transfer: {} tensors applied (transfer_report.txt)", r.transferred);
+        }
+        println!(
+            "best validation loss {:.4} at epoch {} (macro ROC AUC {:.4}); best.safetensors and final.safetensors in {}",
+            r.best.0,
+            r.best.1,
+            r.best_auc,
+            a.out.display()
+        );
     }
-    println!(
-        "{} classes; best validation foreground Dice {:.4} at epoch {}; best.safetensors and final.safetensors in {}",
-        r.classes,
-        r.best.0,
-        r.best.1,
-        out.display()
-    );
     Ok(())
 }

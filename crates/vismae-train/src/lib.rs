@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod finetune_cls;
 pub mod finetune_seg;
 pub mod losses;
 pub mod phantom;

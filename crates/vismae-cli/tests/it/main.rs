@@ -652,3 +652,88 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("unet model"));
 }
+
+#[test]
+fn finetune_cls_from_mae_encoder_and_scratch() {
+    let dir = scratch("ftc");
+    let _ = std::fs::remove_dir_all(&dir);
+    // class folders of phantoms: "lesion" when the phantom has class-2 pixels, "clean" otherwise
+    let (mut n_lesion, mut n_clean, mut i) = (0, 0, 0u64);
+    while n_lesion < 8 || n_clean < 8 {
+        let p = vismae_train::phantom::phantom(11, i, 64);
+        i += 1;
+        let class = if p.labels.contains(&2) { "lesion" } else { "clean" };
+        let n = if class == "lesion" { &mut n_lesion } else { &mut n_clean };
+        if *n >= 8 {
+            continue;
+        }
+        *n += 1;
+        std::fs::create_dir_all(dir.join(format!("set/{class}"))).unwrap_or_default();
+        let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
+        image::GrayImage::from_raw(64, 64, img).map(|g| g.save(dir.join(format!("set/{class}/{i}.png"))));
+    }
+    ok(vismae().args(["ingest", "--size", "64", "--out"]).arg(dir.join("ds")).arg(dir.join("set")));
+    ok(vismae()
+        .args([
+            "pretrain",
+            "--variant",
+            "tiny",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--set",
+            "reconstruct_every=0",
+            "--data",
+        ])
+        .arg(dir.join("ds"))
+        .arg("--out")
+        .arg(dir.join("mae")));
+    for init in [dir.join("mae/weights.safetensors").display().to_string(), "scratch".to_string()] {
+        let out = dir.join(if init == "scratch" { "scratch" } else { "from-mae" });
+        let text = ok(vismae()
+            .args([
+                "finetune",
+                "cls",
+                "--folds",
+                "4",
+                "--set",
+                "variant=\"tiny\"",
+                "--set",
+                "size=64",
+                "--set",
+                "epochs=2",
+            ])
+            .args(["--set", "warmup_epochs=1", "--set", "batch_size=4", "--set", "balanced=true", "--data"])
+            .arg(dir.join("set"))
+            .arg("--init")
+            .arg(&init)
+            .arg("--out")
+            .arg(&out));
+        assert!(text.contains("best validation loss"), "{text}");
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_default())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|v| v["val_loss"].as_f64().is_some_and(f64::is_finite)), "{lines:?}");
+        let t = ok(vismae().args(["weights", "inspect"]).arg(out.join("best.safetensors")));
+        assert!(t.contains("model:            classifier") && t.contains("classes:          2"), "{t}");
+        if init != "scratch" {
+            // the whole encoder comes from the MAE; norm and head stay at initialisation
+            let report = std::fs::read_to_string(out.join("transfer_report.txt")).unwrap_or_default();
+            let left = report
+                .split("left at initialisation:")
+                .nth(1)
+                .unwrap_or_default()
+                .split("unused")
+                .next()
+                .unwrap_or_default();
+            assert!(
+                left.contains("head.weight") && left.contains("norm.weight") && !left.contains("layers."),
+                "{report}"
+            );
+        }
+    }
+}

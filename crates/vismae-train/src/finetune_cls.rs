@@ -1,0 +1,283 @@
+//! `vismae finetune cls`: Swin classifier fine-tuning (SPEC §4, §6.4) from the MAE encoder or from
+//! scratch. Cross-entropy (multi-class) or binary cross-entropy (multi-label), optional balanced
+//! class weights, horizontal flips, AdamW with warm-up + cosine; the best epoch by validation loss
+//! is kept, and validation macro ROC AUC is logged every epoch.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::activation::{log_sigmoid, log_softmax, sigmoid, softmax};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use vismae_data::labelled::{LabelledSet, Sample, Target};
+use vismae_data::source::{NormaliseOptions, SliceOptions, Source};
+use vismae_metrics::{Metric, one_vs_rest};
+use vismae_model::weights::{LoadOptions, StateDict, apply_state_dict, export_state_dict, safetensors_io};
+use vismae_model::{SwinClassifier, Variant};
+
+use crate::run_dir::RunDir;
+use crate::schedule::WarmupCosine;
+
+/// Settings of a classification fine-tuning run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClsSettings {
+    /// Model size.
+    pub variant: String,
+    /// Input side (224 in the reference, which has no padding; vismae pads other sizes).
+    pub size: usize,
+    /// Input channels (3 replicates grey).
+    pub in_chans: usize,
+    /// Epochs (paper: 50).
+    pub epochs: usize,
+    /// Warm-up epochs (paper: 10).
+    pub warmup_epochs: f64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak learning rate (official code: 1e-3).
+    pub lr: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Weigh classes by `n / (classes * n_c)` (sklearn's "balanced").
+    pub balanced: bool,
+    /// Random horizontal flips.
+    pub hflip: bool,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for ClsSettings {
+    fn default() -> Self {
+        Self {
+            variant: "vis-mae".into(),
+            size: 224,
+            in_chans: 3,
+            epochs: 50,
+            warmup_epochs: 10.0,
+            batch_size: 16,
+            lr: 1e-3,
+            weight_decay: 0.05,
+            balanced: false,
+            hflip: true,
+            seed: 0,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct ClsOutcome {
+    /// Lowest validation loss and its epoch (1-based).
+    pub best: (f64, usize),
+    /// Validation macro ROC AUC at the best epoch.
+    pub best_auc: f64,
+    /// Tensors applied from the initial weights.
+    pub transferred: usize,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+struct Example {
+    image: Vec<f32>,
+    target: Vec<f32>,
+}
+
+fn prepare(samples: &[&Sample], s: &ClsSettings, classes: usize, multi: bool) -> Result<Vec<Example>, String> {
+    let opts = SliceOptions { skip_empty: false, ..Default::default() };
+    let mut out = Vec::new();
+    for sample in samples {
+        let path = &sample.images[0];
+        let src = Source::open(path, &opts).map_err(|e| e.to_string())?;
+        let raw = src
+            .image(src.len() / 2, &opts)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{}: empty image", path.display()))?;
+        let (img, _) = raw.normalise(&NormaliseOptions::default());
+        let image = img.resize_bilinear(s.size, s.size).data;
+        let mut target = vec![0f32; classes];
+        match &sample.target {
+            Target::Class(c) if *c < classes && !multi => target[*c] = 1.0,
+            Target::Labels(on) if multi => on.iter().filter(|&&c| c < classes).for_each(|&c| target[c] = 1.0),
+            other => return Err(format!("case {}: label {other:?} does not fit {classes} classes", sample.id)),
+        }
+        out.push(Example { image, target });
+    }
+    Ok(out)
+}
+
+fn input<B: Backend>(images: Vec<f32>, b: usize, s: &ClsSettings, device: &B::Device) -> Tensor<B, 4> {
+    let x = Tensor::<B, 4>::from_data(TensorData::new(images, [b, 1, s.size, s.size]), device);
+    if s.in_chans == 3 { x.repeat_dim(1, 3) } else { x }
+}
+
+/// Mean loss per sample: weighted cross-entropy, or binary cross-entropy over labels.
+fn loss<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2>, weights: Tensor<B, 2>, multi: bool) -> Tensor<B, 1> {
+    let [b, c] = logits.dims();
+    if multi {
+        let pos = log_sigmoid(logits.clone()) * target.clone();
+        let neg = log_sigmoid(logits.neg()) * (target.neg() + 1.0);
+        ((pos + neg) * weights).sum().neg() / (b * c) as f64
+    } else {
+        (log_softmax(logits, 1) * target * weights).sum().neg() / b as f64
+    }
+}
+
+/// Validation loss and macro ROC AUC.
+fn validate<B: Backend>(
+    model: &SwinClassifier<B>,
+    ex: &[Example],
+    s: &ClsSettings,
+    weights: &Tensor<B, 2>,
+    multi: bool,
+    device: &B::Device,
+) -> (f64, f64) {
+    let classes = weights.dims()[1];
+    let (mut total, mut scores, mut targets) = (0.0, Vec::new(), Vec::new());
+    for chunk in ex.chunks(s.batch_size.max(1)) {
+        let x = input::<B>(chunk.iter().flat_map(|e| e.image.iter().copied()).collect(), chunk.len(), s, device);
+        let t = Tensor::<B, 2>::from_data(
+            TensorData::new(chunk.iter().flat_map(|e| e.target.clone()).collect::<Vec<_>>(), [chunk.len(), classes]),
+            device,
+        );
+        let logits = model.forward(x);
+        let l: f64 = loss(logits.clone(), t, weights.clone(), multi)
+            .into_data()
+            .convert::<f64>()
+            .to_vec::<f64>()
+            .ok()
+            .and_then(|v| v.first().copied())
+            .unwrap_or(f64::NAN);
+        total += l * chunk.len() as f64;
+        let p = if multi { sigmoid(logits) } else { softmax(logits, 1) };
+        let p: Vec<f64> = p.into_data().convert::<f64>().to_vec().unwrap_or_default();
+        for (i, e) in chunk.iter().enumerate() {
+            scores.push(p[i * classes..(i + 1) * classes].to_vec());
+            targets.push(e.target.iter().map(|&v| v > 0.5).collect::<Vec<bool>>());
+        }
+    }
+    let auc = one_vs_rest(Metric::RocAuc, &targets, &scores, !multi && classes == 2);
+    (total / ex.len().max(1) as f64, auc.macro_avg)
+}
+
+/// Fine-tunes a classifier on `train`, selects by loss on `val`, writes metrics and weights in `run`.
+pub fn run<B: AutodiffBackend>(
+    set: &LabelledSet,
+    train: &[&Sample],
+    val: &[&Sample],
+    init: Option<&StateDict>,
+    s: &ClsSettings,
+    run: &RunDir,
+    device: &B::Device,
+) -> Result<ClsOutcome, String> {
+    let started = Instant::now();
+    if set.segmentation {
+        return Err("the labelled set holds masks, not class labels: use `finetune seg`".into());
+    }
+    let classes = set.classes.len().max(2);
+    let multi = set.multi_label;
+    let train_ex = prepare(train, s, classes, multi)?;
+    let val_ex = prepare(val, s, classes, multi)?;
+    if train_ex.is_empty() || val_ex.is_empty() {
+        return Err(format!(
+            "{} training and {} validation images: both must be non-empty",
+            train_ex.len(),
+            val_ex.len()
+        ));
+    }
+    let counts: Vec<f64> = (0..classes).map(|c| train_ex.iter().filter(|e| e.target[c] > 0.5).count() as f64).collect();
+    let w: Vec<f32> = counts
+        .iter()
+        .map(|&n| if s.balanced && n > 0.0 { (train_ex.len() as f64 / (classes as f64 * n)) as f32 } else { 1.0 })
+        .collect();
+    B::seed(device, s.seed);
+    let variant = Variant::from_name(&s.variant).ok_or_else(|| format!("unknown variant {:?}", s.variant))?;
+    let mut model: SwinClassifier<B> = variant.classifier(s.in_chans, classes).init(device);
+    let mut transferred = 0;
+    if let Some(sd) = init {
+        let (m, report) = apply_state_dict(model, sd, LoadOptions::default()).map_err(|e| e.to_string())?;
+        transferred = report.applied.len();
+        run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        model = m;
+    }
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(0.9)
+        .with_beta_2(0.95)
+        .with_epsilon(1e-8)
+        .with_weight_decay(s.weight_decay as f32)
+        .init::<B, SwinClassifier<B>>();
+    let per_epoch = train_ex.len().div_ceil(s.batch_size.max(1));
+    let sched = WarmupCosine { lr: s.lr, min_lr: 0.0, warmup: s.warmup_epochs, total: s.epochs as f64 };
+    let weights = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), [1, classes]), device);
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let (mut best, mut best_auc) = ((f64::INFINITY, 0usize), f64::NAN);
+    let n = s.size;
+    for epoch in 0..s.epochs {
+        let mut order: Vec<usize> = (0..train_ex.len()).collect();
+        order.shuffle(&mut rng);
+        let mut losses = Vec::new();
+        for (it, chunk) in order.chunks(s.batch_size.max(1)).enumerate() {
+            let mut imgs = Vec::with_capacity(chunk.len() * n * n);
+            for &i in chunk {
+                let flip = s.hflip && rng.random::<bool>();
+                for row in train_ex[i].image.chunks_exact(n) {
+                    if flip { imgs.extend(row.iter().rev()) } else { imgs.extend_from_slice(row) }
+                }
+            }
+            let t: Vec<f32> = chunk.iter().flat_map(|&i| train_ex[i].target.clone()).collect();
+            let x = input::<B>(imgs, chunk.len(), s, device);
+            let t = Tensor::<B, 2>::from_data(TensorData::new(t, [chunk.len(), classes]), device);
+            let l = loss(model.forward(x), t, weights.clone(), multi);
+            let value: f64 = l
+                .clone()
+                .into_data()
+                .convert::<f64>()
+                .to_vec::<f64>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(f64::NAN);
+            if !value.is_finite() {
+                return Err(format!(
+                    "the loss became {value} at epoch {} step {it}; stopped (best weights so far are kept)",
+                    epoch + 1
+                ));
+            }
+            losses.push(value);
+            let lr = sched.at(epoch as f64 + it as f64 / per_epoch as f64);
+            let grads = GradientsParams::from_grads::<B, _>(l.backward(), &model);
+            model = optim.step(lr, model, grads);
+        }
+        let inner_w = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(w.clone(), [1, classes]), device);
+        let (val_loss, val_auc) = validate::<B::InnerBackend>(&model.valid(), &val_ex, s, &inner_w, multi, device);
+        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        run.append_json("metrics.jsonl", &json!({"epoch": epoch + 1, "loss": train_loss, "val_loss": val_loss, "val_auc_macro": if val_auc.is_finite() { json!(val_auc) } else { json!(null) }}))
+            .map_err(|e| e.to_string())?;
+        if val_loss < best.0 {
+            best = (val_loss, epoch + 1);
+            best_auc = val_auc;
+            let (m, sd) = export_state_dict::<B, _>(model);
+            model = m;
+            safetensors_io::write(&sd, &run.join("best.safetensors")).map_err(|e| e.to_string())?;
+        }
+    }
+    let (_, sd) = export_state_dict::<B, _>(model);
+    safetensors_io::write(&sd, &run.join("final.safetensors")).map_err(|e| e.to_string())?;
+    let out = ClsOutcome { best, best_auc, transferred, seconds: started.elapsed().as_secs_f64() };
+    run.write_atomic(
+        "summary.json",
+        serde_json::to_string_pretty(&json!({
+            "best_val_loss": out.best.0, "best_epoch": out.best.1,
+            "val_auc_macro_at_best": if out.best_auc.is_finite() { json!(out.best_auc) } else { json!(null) },
+            "classes": set.classes, "multi_label": multi, "tensors_transferred": out.transferred, "seconds": out.seconds,
+        }))
+        .unwrap_or_default()
+        .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(out)
+}
