@@ -63,7 +63,7 @@ pub fn pretrain<B: AutodiffBackend>(
             let x = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(chunk, [k, 3, size, size]), dev);
             let out = replica.forward(x, sub)?;
             let loss = out.loss * (k as f64 / batch as f64);
-            let value = crate::pretrain::scalar(loss.clone());
+            let value = crate::losses::scalar(loss.clone());
             Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
         })?;
         let mut summed = burn::optim::GradientsAccumulator::<vismae_model::SwinMae<B>>::new();

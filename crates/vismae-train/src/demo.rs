@@ -101,10 +101,6 @@ fn batch_tensor<B: AutodiffBackend>(items: &[&Phantom], side: usize, device: &B:
     Tensor::from_data(TensorData::new(data, [items.len(), 1, side, side]), device)
 }
 
-fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
-}
-
 fn mean(v: &[f64]) -> f64 {
     if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 }
 }
@@ -148,7 +144,7 @@ pub fn run<B: AutodiffBackend>(cfg: &DemoConfig, run: &RunDir, device: &B::Devic
             (0..cfg.batch).map(|i| &unlabelled[(step * cfg.batch + i) % unlabelled.len()]).collect();
         let x = batch_tensor::<B>(&items, side, device);
         let out = mae.forward_seeded(x, cfg.seed.wrapping_add(step as u64))?;
-        let loss = scalar(out.loss.clone());
+        let loss = crate::losses::scalar(out.loss.clone());
         if !loss.is_finite() {
             return Err(format!("pre-training loss became {loss} at step {step}"));
         }
@@ -233,7 +229,7 @@ fn finetune<B: AutodiffBackend>(
         let labels: Vec<u8> = items.iter().flat_map(|p| p.labels.iter().copied()).collect();
         let target = one_hot::<B>(&labels, batch, PHANTOM_CLASSES, side, side, device);
         let loss = seg_loss(unet.forward(x), target, 0.4, 0.6);
-        last = scalar(loss.clone());
+        last = crate::losses::scalar(loss.clone());
         if !last.is_finite() {
             return Err(format!("fine-tuning ({init}) loss became {last} at step {step}"));
         }

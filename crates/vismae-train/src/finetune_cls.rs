@@ -146,13 +146,7 @@ fn validate<B: Backend>(
             device,
         );
         let logits = model.forward(x);
-        let l: f64 = loss(logits.clone(), t, weights.clone(), multi)
-            .into_data()
-            .convert::<f64>()
-            .to_vec::<f64>()
-            .ok()
-            .and_then(|v| v.first().copied())
-            .unwrap_or(f64::NAN);
+        let l = crate::losses::scalar(loss(logits.clone(), t, weights.clone(), multi));
         total += l * chunk.len() as f64;
         let p = if multi { sigmoid(logits) } else { softmax(logits, 1) };
         let p: Vec<f64> = p.into_data().convert::<f64>().to_vec().unwrap_or_default();
@@ -233,14 +227,7 @@ pub fn run<B: AutodiffBackend>(
             let x = input::<B>(imgs, chunk.len(), s, device);
             let t = Tensor::<B, 2>::from_data(TensorData::new(t, [chunk.len(), classes]), device);
             let l = loss(model.forward(x), t, weights.clone(), multi);
-            let value: f64 = l
-                .clone()
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .ok()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(f64::NAN);
+            let value = crate::losses::scalar(l.clone());
             if !value.is_finite() {
                 return Err(format!(
                     "the loss became {value} at epoch {} step {it}; stopped (best weights so far are kept)",

@@ -265,14 +265,7 @@ pub fn run<B: AutodiffBackend>(
             let x = batch_input::<B>(imgs, b, s, device);
             let target = one_hot::<B>(&masks, b, classes, n, n, device);
             let loss = seg_loss(model.forward(x), target, s.dice_weight, s.ce_weight);
-            let value: f64 = loss
-                .clone()
-                .into_data()
-                .convert::<f64>()
-                .to_vec::<f64>()
-                .ok()
-                .and_then(|v| v.first().copied())
-                .unwrap_or(f64::NAN);
+            let value = crate::losses::scalar(loss.clone());
             if !value.is_finite() {
                 return Err(format!(
                     "the loss became {value} at epoch {} step {it}; stopped (best weights so far are kept)",

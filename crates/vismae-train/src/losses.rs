@@ -4,6 +4,11 @@
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
+/// The value of a one-element tensor as f64 (NaN if it cannot be read), e.g. a loss for logging.
+pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
+}
+
 /// One-hot `[B, C, H, W]` float tensor of `B` label maps of `H x W`.
 pub fn one_hot<B: Backend>(labels: &[u8], b: usize, c: usize, h: usize, w: usize, device: &B::Device) -> Tensor<B, 4> {
     let mut data = vec![0f32; b * c * h * w];

@@ -218,10 +218,6 @@ fn bar(total: usize, start: usize) -> ProgressBar {
     pb
 }
 
-pub(crate) fn scalar<B: AutodiffBackend>(t: Tensor<B, 1>) -> f64 {
-    t.into_data().convert::<f64>().to_vec::<f64>().ok().and_then(|v| v.first().copied()).unwrap_or(f64::NAN)
-}
-
 type ReplicaOut = (GradientsParams, f64);
 
 /// Splits a micro-batch (`[n, c, S, S]` values and its mask plan) into contiguous chunks, one per
@@ -360,7 +356,7 @@ pub fn run<B: AutodiffBackend>(
                     let out = replica.forward(x, sub_plan)?;
                     // each replica's mean, weighted by its share: the sum is the whole batch's mean
                     let loss = out.loss * (k as f64 * scale);
-                    let value = scalar(loss.clone());
+                    let value = crate::losses::scalar(loss.clone());
                     Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
                 })
             });
