@@ -93,11 +93,14 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
         FinetuneCommand::Seg(a) => ("segmentation", a),
         FinetuneCommand::Cls(a) => ("classification", a),
     };
-    let seed = |sets: &[String]| -> u64 {
-        sets.iter().find_map(|s| s.strip_prefix("seed=").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    let settings_json = if task == "segmentation" {
+        serde_json::to_value(settings::<SegSettings>(&a.sets)?)?
+    } else {
+        serde_json::to_value(settings::<ClsSettings>(&a.sets)?)?
     };
+    let seed = settings_json["seed"].as_u64().unwrap_or(0);
     let set = labelled::open(&a.data)?;
-    let (train_ids, val_ids) = fold_ids(&a.splits, &set.samples, a.folds, a.fold, a.fraction, seed(&a.sets))?;
+    let (train_ids, val_ids) = fold_ids(&a.splits, &set.samples, a.folds, a.fold, a.fraction, seed)?;
     let pick = |ids: &[String]| -> Vec<&Sample> { set.samples.iter().filter(|x| ids.contains(&x.id)).collect() };
     let (train, val) = (pick(&train_ids), pick(&val_ids));
     let init_sd = if a.init.eq_ignore_ascii_case("scratch") {
@@ -109,11 +112,6 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
             anyhow::bail!("{} holds a {} model; fine-tuning starts from MAE weights (or scratch)", a.init, info.kind);
         }
         Some(sd)
-    };
-    let settings_json = if task == "segmentation" {
-        serde_json::to_value(settings::<SegSettings>(&a.sets)?)?
-    } else {
-        serde_json::to_value(settings::<ClsSettings>(&a.sets)?)?
     };
     let run_dir = RunDir::create(&a.out)?;
     let config = serde_json::json!({

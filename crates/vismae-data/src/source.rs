@@ -260,7 +260,7 @@ impl Source {
                     .then_some(255.0f64)
                     .map(|m| if raster.data.iter().any(|&v| v > 255.0) { 65535.0 } else { m });
                 Ok(Some(RawImage {
-                    origin: Origin { path: d_path(d), format: Format::Dicom, index: k, plane: None, t: 0 },
+                    origin: Origin { path: d.path().to_path_buf(), format: Format::Dicom, index: k, plane: None, t: 0 },
                     spacing: d.meta.spacing,
                     dicom: Some(d.meta.clone()),
                     type_max,
@@ -296,8 +296,4 @@ impl Source {
             })),
         }
     }
-}
-
-fn d_path(d: &DicomFile) -> PathBuf {
-    d.path().to_path_buf()
 }

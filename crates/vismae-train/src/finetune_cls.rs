@@ -18,7 +18,7 @@ use serde_json::json;
 use vismae_data::labelled::{LabelledSet, Sample, Target};
 use vismae_data::source::{NormaliseOptions, SliceOptions, Source};
 use vismae_metrics::{Metric, one_vs_rest};
-use vismae_model::weights::{LoadOptions, StateDict, apply_state_dict, export_state_dict, safetensors_io};
+use vismae_model::weights::{StateDict, export_state_dict, safetensors_io};
 use vismae_model::{SwinClassifier, Variant};
 
 use crate::run_dir::RunDir;
@@ -194,10 +194,7 @@ pub fn run<B: AutodiffBackend>(
     let mut model: SwinClassifier<B> = variant.classifier(s.in_chans, classes).init(device);
     let mut transferred = 0;
     if let Some(sd) = init {
-        let (m, report) = apply_state_dict(model, sd, LoadOptions::default()).map_err(|e| e.to_string())?;
-        transferred = report.applied.len();
-        run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
-        model = m;
+        (model, transferred) = crate::finetune_seg::apply_init(model, sd, run)?;
     }
     let mut optim = AdamWConfig::new()
         .with_beta_1(0.9)

@@ -19,7 +19,7 @@ use vismae_data::labelled::{LabelledSet, Sample, seg_pairs};
 use vismae_data::volume::Plane;
 use vismae_metrics::SegAccumulator;
 use vismae_model::weights::{
-    DecoderInit, LoadOptions, StateDict, apply_state_dict, export_state_dict, mirror_encoder_into_decoder,
+    DecoderInit, LoadOptions, StateDict, Visit, apply_state_dict, export_state_dict, mirror_encoder_into_decoder,
     safetensors_io,
 };
 use vismae_model::{SwinUnet, Variant};
@@ -104,6 +104,18 @@ pub struct SegOutcome {
     pub classes: usize,
     /// Seconds spent.
     pub seconds: f64,
+}
+
+/// Loads pre-trained weights into a fine-tuning model by name and shape and writes the key-by-key
+/// report to `RUN/transfer_report.txt`; returns the model and the number of tensors applied.
+pub(crate) fn apply_init<B: burn::tensor::backend::Backend, M: Visit<B>>(
+    model: M,
+    sd: &StateDict,
+    run: &RunDir,
+) -> Result<(M, usize), String> {
+    let (model, report) = apply_state_dict(model, sd, LoadOptions::default()).map_err(|e| e.to_string())?;
+    run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    Ok((model, report.applied.len()))
 }
 
 /// One prepared 2-D example: `size * size` image values in [0, 1] and class indices.
@@ -223,10 +235,7 @@ pub fn run<B: AutodiffBackend>(
             other => return Err(format!("decoder_init {other:?}: use mae, mirrored or scratch")),
         };
         let sd = mirror_encoder_into_decoder(sd, variant.seg_depths().len(), how);
-        let (m, report) = apply_state_dict(model, &sd, LoadOptions::default()).map_err(|e| e.to_string())?;
-        transferred = report.applied.len();
-        run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
-        model = m;
+        (model, transferred) = apply_init(model, &sd, run)?;
     }
     let mut optim = AdamWConfig::new()
         .with_beta_1(s.betas.0 as f32)

@@ -197,13 +197,25 @@ fn convert_bad_files_print_one_line_naming_the_file() {
     }
 }
 
-/// `(step, loss, lr)` of every line of a run's metrics.jsonl.
-fn metrics(run: &std::path::Path) -> Vec<(u64, f64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
+/// Every line of a JSON-lines file.
+fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+        .map(|l| serde_json::from_str(l).unwrap_or_default())
+        .collect()
+}
+
+/// The "left at initialisation" part of a transfer report.
+fn left_at_init(report: &str) -> &str {
+    report.split("left at initialisation:").nth(1).unwrap_or_default().split("unused").next().unwrap_or_default()
+}
+
+/// `(step, loss, lr)` of every line of a run's metrics.jsonl.
+fn metrics(run: &std::path::Path) -> Vec<(u64, f64, f64)> {
+    jsonl(&run.join("metrics.jsonl"))
+        .iter()
+        .map(|v| {
             (
                 v["step"].as_u64().unwrap_or(0),
                 v["loss"].as_f64().unwrap_or(f64::NAN),
@@ -549,8 +561,7 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
     assert!(mirrored.contains("tensors applied"), "{mirrored}");
     let report = std::fs::read_to_string(dir.join("mirrored/transfer_report.txt")).unwrap_or_default();
     // mirrored: the MAE's decoder (upsampling included) is dropped, its blocks come from the encoder
-    let left =
-        report.split("left at initialisation:").nth(1).unwrap_or_default().split("unused").next().unwrap_or_default();
+    let left = left_at_init(&report);
     assert!(left.contains("layers_up.0.upsample.expand.weight"), "{report}");
     assert!(!left.contains("layers_up.2.blocks.0.attn.qkv.weight"), "{report}");
     for init in [dir.join("mae/weights.safetensors").display().to_string(), "scratch".to_string()] {
@@ -581,11 +592,7 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
             .arg("--out")
             .arg(&out));
         assert!(text.contains("best validation foreground Dice"), "{text}");
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_default())
-            .collect();
+        let lines = jsonl(&out.join("metrics.jsonl"));
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|v| v["val_dice"].as_f64().is_some_and(|d| (0.0..=1.0).contains(&d))), "{lines:?}");
         assert!(out.join("best.safetensors").exists() && out.join("final.safetensors").exists());
@@ -711,11 +718,7 @@ fn finetune_cls_from_mae_encoder_and_scratch() {
             .arg("--out")
             .arg(&out));
         assert!(text.contains("best validation loss"), "{text}");
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_default())
-            .collect();
+        let lines = jsonl(&out.join("metrics.jsonl"));
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|v| v["val_loss"].as_f64().is_some_and(f64::is_finite)), "{lines:?}");
         let t = ok(vismae().args(["weights", "inspect"]).arg(out.join("best.safetensors")));
@@ -723,13 +726,7 @@ fn finetune_cls_from_mae_encoder_and_scratch() {
         if init != "scratch" {
             // the whole encoder comes from the MAE; norm and head stay at initialisation
             let report = std::fs::read_to_string(out.join("transfer_report.txt")).unwrap_or_default();
-            let left = report
-                .split("left at initialisation:")
-                .nth(1)
-                .unwrap_or_default()
-                .split("unused")
-                .next()
-                .unwrap_or_default();
+            let left = left_at_init(&report);
             assert!(
                 left.contains("head.weight") && left.contains("norm.weight") && !left.contains("layers."),
                 "{report}"
