@@ -1,4 +1,5 @@
-//! `vismae finetune seg`: arguments, the fold and label fraction, initial weights, run folder.
+//! `vismae finetune seg|cls`: arguments, the fold and label fraction, initial weights, the run
+//! folder, and `--resume RUN` (everything read back from `RUN/config.json`).
 
 use std::path::PathBuf;
 
@@ -23,14 +24,17 @@ pub enum FinetuneCommand {
 #[derive(clap::Args, Debug)]
 pub struct FinetuneArgs {
     /// Labelled set: nnU-Net folder, datalist .json, .csv, or class folders.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<PathBuf>,
     /// MAE weights (.safetensors, .pth, .mpk) or `scratch`.
-    #[arg(long)]
-    init: String,
+    #[arg(long, required_unless_present = "resume")]
+    init: Option<String>,
     /// Run folder (must not hold a run).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    out: Option<PathBuf>,
+    /// Continue an interrupted run from its latest checkpoint (its settings come from RUN/config.json).
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "init", "splits", "sets"])]
+    resume: Option<PathBuf>,
     /// splits.json from `vismae split`; without it the split is made here with --folds and --seed.
     #[arg(long)]
     splits: Option<PathBuf>,
@@ -88,73 +92,111 @@ fn fold_ids(
     Ok((train, f.val.clone()))
 }
 
+fn read_init(init: &str) -> anyhow::Result<Option<vismae_model::weights::StateDict>> {
+    if init.eq_ignore_ascii_case("scratch") {
+        return Ok(None);
+    }
+    let sd = read_state_dict(std::path::Path::new(init))?;
+    let info = detect(&sd).map_err(|e| anyhow::anyhow!("{init}: {e}"))?;
+    if info.kind != ModelKind::Mae {
+        anyhow::bail!("{init} holds a {} model; fine-tuning starts from MAE weights (or scratch)", info.kind);
+    }
+    Ok(Some(sd))
+}
+
 pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
     let (task, a) = match cmd {
         FinetuneCommand::Seg(a) => ("segmentation", a),
         FinetuneCommand::Cls(a) => ("classification", a),
     };
-    let settings_json = if task == "segmentation" {
-        serde_json::to_value(settings::<SegSettings>(&a.sets)?)?
-    } else {
-        serde_json::to_value(settings::<ClsSettings>(&a.sets)?)?
+    let (config, run_dir, resume) = match &a.resume {
+        Some(dir) => {
+            let run_dir = RunDir::open_existing(dir)?;
+            let path = run_dir.join("config.json");
+            let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            if config["task"] != task {
+                anyhow::bail!("{} is a {} run, not {task}", dir.display(), config["task"]);
+            }
+            (config, run_dir, true)
+        }
+        None => {
+            let settings_json = if task == "segmentation" {
+                serde_json::to_value(settings::<SegSettings>(&a.sets)?)?
+            } else {
+                serde_json::to_value(settings::<ClsSettings>(&a.sets)?)?
+            };
+            let seed = settings_json["seed"].as_u64().unwrap_or(0);
+            let (data, init, out) = match (&a.data, &a.init, &a.out) {
+                (Some(d), Some(i), Some(o)) => (d, i, o),
+                _ => anyhow::bail!("--data, --init and --out are needed (or --resume RUN)"),
+            };
+            let set = labelled::open(data)?;
+            let (train_ids, val_ids) = fold_ids(&a.splits, &set.samples, a.folds, a.fold, a.fraction, seed)?;
+            read_init(init)?; // fail before the run folder exists
+            let run_dir = RunDir::create(out)?;
+            let config = serde_json::json!({
+                "task": task, "data": std::path::absolute(data).unwrap_or(data.clone()),
+                "init": if init.eq_ignore_ascii_case("scratch") { init.clone() } else { std::path::absolute(init).map(|p| p.display().to_string()).unwrap_or(init.clone()) },
+                "fold": a.fold, "fraction": a.fraction, "splits": a.splits, "train_cases": train_ids, "val_cases": val_ids,
+                "classes": set.classes, "settings": settings_json,
+            });
+            run_dir.write_atomic("config.json", serde_json::to_string_pretty(&config)?.as_bytes())?;
+            (config, run_dir, false)
+        }
     };
-    let seed = settings_json["seed"].as_u64().unwrap_or(0);
-    let set = labelled::open(&a.data)?;
-    let (train_ids, val_ids) = fold_ids(&a.splits, &set.samples, a.folds, a.fold, a.fraction, seed)?;
+    let text = |k: &str| config[k].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("config.json: no {k}"));
+    let ids = |k: &str| -> Vec<String> {
+        config[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
+    };
+    let (data, init) = (PathBuf::from(text("data")?), text("init")?);
+    let set = labelled::open(&data)?;
+    let (train_ids, val_ids) = (ids("train_cases"), ids("val_cases"));
     let pick = |ids: &[String]| -> Vec<&Sample> { set.samples.iter().filter(|x| ids.contains(&x.id)).collect() };
     let (train, val) = (pick(&train_ids), pick(&val_ids));
-    let init_sd = if a.init.eq_ignore_ascii_case("scratch") {
-        None
-    } else {
-        let sd = read_state_dict(std::path::Path::new(&a.init))?;
-        let info = detect(&sd).map_err(|e| anyhow::anyhow!("{}: {e}", a.init))?;
-        if info.kind != ModelKind::Mae {
-            anyhow::bail!("{} holds a {} model; fine-tuning starts from MAE weights (or scratch)", a.init, info.kind);
-        }
-        Some(sd)
-    };
-    let run_dir = RunDir::create(&a.out)?;
-    let config = serde_json::json!({
-        "task": task, "data": a.data, "init": a.init, "fold": a.fold, "fraction": a.fraction,
-        "splits": a.splits, "train_cases": train_ids, "val_cases": val_ids, "classes": set.classes, "settings": settings_json,
-    });
-    run_dir.write_atomic("config.json", serde_json::to_string_pretty(&config)?.as_bytes())?;
+    let init_sd = read_init(&init)?;
+    let out = run_dir.path().to_path_buf();
     println!(
-        "fine-tuning for {task} from {}: fold {}, {:.0} % of its training cases ({} train, {} val cases)",
-        a.init,
-        a.fold,
-        a.fraction * 100.0,
+        "fine-tuning for {task} from {init}: fold {}, {:.0} % of its training cases ({} train, {} val cases){}",
+        config["fold"],
+        config["fraction"].as_f64().unwrap_or(1.0) * 100.0,
         train.len(),
-        val.len()
+        val.len(),
+        if resume { ", resuming" } else { "" }
     );
-    if task == "segmentation" {
+    let settings_json = config["settings"].clone();
+    let (resumed, transferred) = if task == "segmentation" {
         let s: SegSettings = serde_json::from_value(settings_json)?;
-        let r = finetune_seg::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, &device())
-            .map_err(anyhow::Error::msg)?;
-        if init_sd.is_some() {
-            println!("transfer: {} tensors applied (transfer_report.txt)", r.transferred);
-        }
+        let r =
+            finetune_seg::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, resume, &device())
+                .map_err(anyhow::Error::msg)?;
         println!(
             "{} classes; best validation foreground Dice {:.4} at epoch {}; best.safetensors and final.safetensors in {}",
             r.classes,
             r.best.0,
             r.best.1,
-            a.out.display()
+            out.display()
         );
+        (r.resumed_from, r.transferred)
     } else {
         let s: ClsSettings = serde_json::from_value(settings_json)?;
-        let r = finetune_cls::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, &device())
-            .map_err(anyhow::Error::msg)?;
-        if init_sd.is_some() {
-            println!("transfer: {} tensors applied (transfer_report.txt)", r.transferred);
-        }
+        let r =
+            finetune_cls::run::<TrainBackend>(&set, &train, &val, init_sd.as_ref(), &s, &run_dir, resume, &device())
+                .map_err(anyhow::Error::msg)?;
         println!(
             "best validation loss {:.4} at epoch {} (macro ROC AUC {:.4}); best.safetensors and final.safetensors in {}",
             r.best.0,
             r.best.1,
             r.best_auc,
-            a.out.display()
+            out.display()
         );
+        (r.resumed_from, r.transferred)
+    };
+    if init_sd.is_some() {
+        println!("transfer: {transferred} tensors applied (transfer_report.txt)");
+    }
+    if let Some(e) = resumed {
+        println!("resumed after epoch {e}");
     }
     Ok(())
 }

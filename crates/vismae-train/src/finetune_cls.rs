@@ -1,28 +1,26 @@
 //! `vismae finetune cls`: Swin classifier fine-tuning (SPEC §4, §6.4) from the MAE encoder or from
 //! scratch. Cross-entropy (multi-class) or binary cross-entropy (multi-label), optional balanced
-//! class weights, horizontal flips, AdamW with warm-up + cosine; the best epoch by validation loss
-//! is kept, and validation macro ROC AUC is logged every epoch.
+//! class weights, the reference's augmentation, and the shared epoch loop (warm-up + cosine,
+//! checkpoints, resume); the best epoch by validation loss is kept, and validation macro ROC AUC
+//! is logged every epoch.
 
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::activation::{log_sigmoid, log_softmax, sigmoid, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vismae_data::labelled::{LabelledSet, Sample, Target};
 use vismae_data::source::{NormaliseOptions, SliceOptions, Source};
 use vismae_metrics::{Metric, one_vs_rest};
-use vismae_model::weights::{StateDict, export_state_dict, safetensors_io};
+use vismae_model::weights::StateDict;
 use vismae_model::{SwinClassifier, Variant};
 
+use crate::augment::{self, Augment};
+use crate::finetune::{LoopSettings, Task, Validation, train};
 use crate::run_dir::RunDir;
-use crate::schedule::WarmupCosine;
 
 /// Settings of a classification fine-tuning run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,10 +44,15 @@ pub struct ClsSettings {
     pub weight_decay: f64,
     /// Weigh classes by `n / (classes * n_c)` (sklearn's "balanced").
     pub balanced: bool,
-    /// Random horizontal flips.
-    pub hflip: bool,
+    /// Augmentation: `reference` (the official `--transform` pipeline), `flip` (horizontal
+    /// flips) or `none`.
+    pub augment: Augment,
     /// Seed.
     pub seed: u64,
+    /// Write a checkpoint every this many epochs.
+    pub checkpoint_every: usize,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
 }
 
 impl Default for ClsSettings {
@@ -64,8 +67,10 @@ impl Default for ClsSettings {
             lr: 1e-3,
             weight_decay: 0.05,
             balanced: false,
-            hflip: true,
+            augment: Augment::Reference,
             seed: 0,
+            checkpoint_every: 1,
+            keep_checkpoints: 2,
         }
     }
 }
@@ -81,14 +86,18 @@ pub struct ClsOutcome {
     pub transferred: usize,
     /// Seconds spent.
     pub seconds: f64,
+    /// Epoch the run resumed after, if it did.
+    pub resumed_from: Option<usize>,
 }
 
-struct Example {
-    image: Vec<f32>,
-    target: Vec<f32>,
+pub(crate) struct Example {
+    /// `size * size` grey values in [0, 1].
+    pub image: Vec<f32>,
+    /// One-hot or multi-hot target.
+    pub target: Vec<f32>,
 }
 
-fn prepare(samples: &[&Sample], s: &ClsSettings, classes: usize, multi: bool) -> Result<Vec<Example>, String> {
+pub(crate) fn prepare(samples: &[&Sample], size: usize, classes: usize, multi: bool) -> Result<Vec<Example>, String> {
     let opts = SliceOptions { skip_empty: false, ..Default::default() };
     let mut out = Vec::new();
     for sample in samples {
@@ -99,7 +108,7 @@ fn prepare(samples: &[&Sample], s: &ClsSettings, classes: usize, multi: bool) ->
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{}: empty image", path.display()))?;
         let (img, _) = raw.normalise(&NormaliseOptions::default());
-        let image = img.resize_bilinear(s.size, s.size).data;
+        let image = img.resize_bilinear(size, size).data;
         let mut target = vec![0f32; classes];
         match &sample.target {
             Target::Class(c) if *c < classes && !multi => target[*c] = 1.0,
@@ -159,14 +168,66 @@ fn validate<B: Backend>(
     (total / ex.len().max(1) as f64, auc.macro_avg)
 }
 
-/// Fine-tunes a classifier on `train`, selects by loss on `val`, writes metrics and weights in `run`.
+struct ClsTask<'a> {
+    train: Vec<Example>,
+    val: Vec<Example>,
+    s: &'a ClsSettings,
+    weights: Vec<f32>,
+    multi: bool,
+}
+
+impl<B: AutodiffBackend> Task<B> for ClsTask<'_> {
+    type Model = SwinClassifier<B>;
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(
+        &self,
+        model: &SwinClassifier<B>,
+        batch: &[usize],
+        rng: &mut ChaCha8Rng,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (n, classes) = (self.s.size, self.weights.len());
+        let mut imgs = Vec::with_capacity(batch.len() * n * n);
+        for &i in batch {
+            imgs.extend(augment::classification(&self.train[i].image, n, self.s.augment, rng));
+        }
+        let t: Vec<f32> = batch.iter().flat_map(|&i| self.train[i].target.clone()).collect();
+        let x = input::<B>(imgs, batch.len(), self.s, device);
+        let t = Tensor::<B, 2>::from_data(TensorData::new(t, [batch.len(), classes]), device);
+        let w = Tensor::<B, 2>::from_data(TensorData::new(self.weights.clone(), [1, classes]), device);
+        loss(model.forward(x), t, w, self.multi)
+    }
+
+    fn validate(&self, model: &SwinClassifier<B::InnerBackend>, device: &B::Device) -> Validation {
+        let classes = self.weights.len();
+        let w = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(self.weights.clone(), [1, classes]), device);
+        let (val_loss, auc) = validate::<B::InnerBackend>(model, &self.val, self.s, &w, self.multi, device);
+        let mut fields = serde_json::Map::new();
+        fields.insert("val_loss".into(), json!(val_loss));
+        fields.insert("val_auc_macro".into(), if auc.is_finite() { json!(auc) } else { json!(null) });
+        Validation {
+            score: if val_loss.is_finite() { -val_loss } else { f64::NEG_INFINITY },
+            fields,
+            brief: format!("val loss {val_loss:.4}, AUC {auc:.3}"),
+        }
+    }
+}
+
+/// Fine-tunes a classifier on `train`, selects by loss on `val`, writes metrics, checkpoints and
+/// weights in `run`; with `resume`, continues from the run's latest checkpoint.
+#[allow(clippy::too_many_arguments)]
 pub fn run<B: AutodiffBackend>(
     set: &LabelledSet,
-    train: &[&Sample],
-    val: &[&Sample],
+    train_cases: &[&Sample],
+    val_cases: &[&Sample],
     init: Option<&StateDict>,
     s: &ClsSettings,
     run: &RunDir,
+    resume: bool,
     device: &B::Device,
 ) -> Result<ClsOutcome, String> {
     let started = Instant::now();
@@ -175,8 +236,8 @@ pub fn run<B: AutodiffBackend>(
     }
     let classes = set.classes.len().max(2);
     let multi = set.multi_label;
-    let train_ex = prepare(train, s, classes, multi)?;
-    let val_ex = prepare(val, s, classes, multi)?;
+    let train_ex = prepare(train_cases, s.size, classes, multi)?;
+    let val_ex = prepare(val_cases, s.size, classes, multi)?;
     if train_ex.is_empty() || val_ex.is_empty() {
         return Err(format!(
             "{} training and {} validation images: both must be non-empty",
@@ -185,7 +246,7 @@ pub fn run<B: AutodiffBackend>(
         ));
     }
     let counts: Vec<f64> = (0..classes).map(|c| train_ex.iter().filter(|e| e.target[c] > 0.5).count() as f64).collect();
-    let w: Vec<f32> = counts
+    let weights: Vec<f32> = counts
         .iter()
         .map(|&n| if s.balanced && n > 0.0 { (train_ex.len() as f64 / (classes as f64 * n)) as f32 } else { 1.0 })
         .collect();
@@ -196,62 +257,27 @@ pub fn run<B: AutodiffBackend>(
     if let Some(sd) = init {
         (model, transferred) = crate::finetune_seg::apply_init(model, sd, run)?;
     }
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(0.9)
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(s.weight_decay as f32)
-        .init::<B, SwinClassifier<B>>();
-    let per_epoch = train_ex.len().div_ceil(s.batch_size.max(1));
-    let sched = WarmupCosine { lr: s.lr, min_lr: 0.0, warmup: s.warmup_epochs, total: s.epochs as f64 };
-    let weights = Tensor::<B, 2>::from_data(TensorData::new(w.clone(), [1, classes]), device);
-    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
-    let (mut best, mut best_auc) = ((f64::INFINITY, 0usize), f64::NAN);
-    let n = s.size;
-    for epoch in 0..s.epochs {
-        let mut order: Vec<usize> = (0..train_ex.len()).collect();
-        order.shuffle(&mut rng);
-        let mut losses = Vec::new();
-        for (it, chunk) in order.chunks(s.batch_size.max(1)).enumerate() {
-            let mut imgs = Vec::with_capacity(chunk.len() * n * n);
-            for &i in chunk {
-                let flip = s.hflip && rng.random::<bool>();
-                for row in train_ex[i].image.chunks_exact(n) {
-                    if flip { imgs.extend(row.iter().rev()) } else { imgs.extend_from_slice(row) }
-                }
-            }
-            let t: Vec<f32> = chunk.iter().flat_map(|&i| train_ex[i].target.clone()).collect();
-            let x = input::<B>(imgs, chunk.len(), s, device);
-            let t = Tensor::<B, 2>::from_data(TensorData::new(t, [chunk.len(), classes]), device);
-            let l = loss(model.forward(x), t, weights.clone(), multi);
-            let value = crate::losses::scalar(l.clone());
-            if !value.is_finite() {
-                return Err(format!(
-                    "the loss became {value} at epoch {} step {it}; stopped (best weights so far are kept)",
-                    epoch + 1
-                ));
-            }
-            losses.push(value);
-            let lr = sched.at(epoch as f64 + it as f64 / per_epoch as f64);
-            let grads = GradientsParams::from_grads::<B, _>(l.backward(), &model);
-            model = optim.step(lr, model, grads);
-        }
-        let inner_w = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(w.clone(), [1, classes]), device);
-        let (val_loss, val_auc) = validate::<B::InnerBackend>(&model.valid(), &val_ex, s, &inner_w, multi, device);
-        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
-        run.append_json("metrics.jsonl", &json!({"epoch": epoch + 1, "loss": train_loss, "val_loss": val_loss, "val_auc_macro": if val_auc.is_finite() { json!(val_auc) } else { json!(null) }}))
-            .map_err(|e| e.to_string())?;
-        if val_loss < best.0 {
-            best = (val_loss, epoch + 1);
-            best_auc = val_auc;
-            let (m, sd) = export_state_dict::<B, _>(model);
-            model = m;
-            safetensors_io::write(&sd, &run.join("best.safetensors")).map_err(|e| e.to_string())?;
-        }
-    }
-    let (_, sd) = export_state_dict::<B, _>(model);
-    safetensors_io::write(&sd, &run.join("final.safetensors")).map_err(|e| e.to_string())?;
-    let out = ClsOutcome { best, best_auc, transferred, seconds: started.elapsed().as_secs_f64() };
+    let task = ClsTask { train: train_ex, val: val_ex, s, weights, multi };
+    let ls = LoopSettings {
+        epochs: s.epochs,
+        warmup_epochs: s.warmup_epochs,
+        batch_size: s.batch_size,
+        lr: (s.lr, 0.0),
+        betas: (0.9, 0.95),
+        weight_decay: s.weight_decay,
+        seed: s.seed,
+        checkpoint_every: s.checkpoint_every,
+        keep_checkpoints: s.keep_checkpoints,
+    };
+    let done = train::<B, _>(&task, model, &ls, run, resume, device)?;
+    let best_auc = done.best.2.get("val_auc_macro").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let out = ClsOutcome {
+        best: (-done.best.0, done.best.1),
+        best_auc,
+        transferred,
+        seconds: started.elapsed().as_secs_f64(),
+        resumed_from: done.resumed_from,
+    };
     run.write_atomic(
         "summary.json",
         serde_json::to_string_pretty(&json!({

@@ -1,17 +1,12 @@
 //! `vismae finetune seg`: Swin-UNet fine-tuning (SPEC §3, §6.3, §7) from pre-trained MAE weights
 //! (by name and shape, as VIS-MAE loads them) or from scratch. Dice + CE loss (paper 0.4 / 0.6),
-//! per-image min-max input, rot90 + flip augmentation, AdamW with warm-up + cosine per iteration,
-//! foreground Dice on the validation cases every epoch, best weights kept.
+//! the reference's augmentation, per-image min-max input after it, and the shared epoch loop
+//! (warm-up + cosine, validation Dice every epoch, best weights, checkpoints, resume).
 
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,14 +14,14 @@ use vismae_data::labelled::{LabelledSet, Sample, seg_pairs};
 use vismae_data::volume::Plane;
 use vismae_metrics::SegAccumulator;
 use vismae_model::weights::{
-    DecoderInit, LoadOptions, StateDict, Visit, apply_state_dict, export_state_dict, mirror_encoder_into_decoder,
-    safetensors_io,
+    DecoderInit, LoadOptions, StateDict, Visit, apply_state_dict, mirror_encoder_into_decoder,
 };
 use vismae_model::{SwinUnet, Variant};
 
+use crate::augment::{self, Augment};
+use crate::finetune::{LoopSettings, Task, Validation, train};
 use crate::losses::{one_hot, seg_loss};
 use crate::run_dir::RunDir;
-use crate::schedule::WarmupCosine;
 
 /// Settings of a segmentation fine-tuning run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,8 +51,8 @@ pub struct SegSettings {
     pub dice_weight: f64,
     /// Weight of the cross-entropy (paper 0.6; the official code 0.4).
     pub ce_weight: f64,
-    /// rot90 + flip augmentation.
-    pub augment: bool,
+    /// Augmentation: `reference` (the official pipeline), `flip` (rot90 + flip) or `none`.
+    pub augment: Augment,
     /// Slicing plane of volumes.
     pub plane: Plane,
     /// Seed.
@@ -66,6 +61,10 @@ pub struct SegSettings {
     /// `mirrored` (encoder stages copied into the mirrored decoder stages, as Swin-MAE and
     /// Swin-Unet do) or `scratch` (decoder left at initialisation).
     pub decoder_init: String,
+    /// Write a checkpoint every this many epochs.
+    pub checkpoint_every: usize,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
 }
 
 impl Default for SegSettings {
@@ -83,10 +82,12 @@ impl Default for SegSettings {
             weight_decay: 0.05,
             dice_weight: 0.4,
             ce_weight: 0.6,
-            augment: true,
+            augment: Augment::Reference,
             plane: Plane::Axial,
             seed: 0,
             decoder_init: "mae".into(),
+            checkpoint_every: 1,
+            keep_checkpoints: 2,
         }
     }
 }
@@ -104,6 +105,8 @@ pub struct SegOutcome {
     pub classes: usize,
     /// Seconds spent.
     pub seconds: f64,
+    /// Epoch the run resumed after, if it did.
+    pub resumed_from: Option<usize>,
 }
 
 /// Loads pre-trained weights into a fine-tuning model by name and shape and writes the key-by-key
@@ -118,7 +121,7 @@ pub(crate) fn apply_init<B: burn::tensor::backend::Backend, M: Visit<B>>(
     Ok((model, report.applied.len()))
 }
 
-/// One prepared 2-D example: `size * size` image values in [0, 1] and class indices.
+/// One prepared 2-D example: `size * size` grey values (before min-max) and class indices.
 struct Example {
     image: Vec<f32>,
     mask: Vec<u8>,
@@ -129,10 +132,7 @@ fn prepare(samples: &[&Sample], s: &SegSettings, classes: usize) -> Result<Vec<E
     for sample in samples {
         for pair in seg_pairs(sample, s.plane).map_err(|e| e.to_string())? {
             let r = pair.resized(s.size);
-            let img = r.image.to_grey();
-            let (lo, hi) = img.data.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-            // the reference's per-image min-max: (x - min + 1e-6) / (max - min + 1e-6)
-            let image = img.data.iter().map(|&v| (v - lo + 1e-6) / (hi - lo + 1e-6)).collect();
+            let image = r.image.to_grey().data;
             let mask: Vec<u8> = r.mask.data.iter().map(|&v| v as u8).collect();
             if let Some(&bad) = mask.iter().find(|&&m| m as usize >= classes) {
                 return Err(format!("case {}: mask holds class {bad}, the set names {classes} classes", sample.id));
@@ -143,22 +143,10 @@ fn prepare(samples: &[&Sample], s: &SegSettings, classes: usize) -> Result<Vec<E
     Ok(out)
 }
 
-/// rot90 by `k` then an optional horizontal flip, applied alike to image and mask (`n x n`).
-fn augment<T: Copy>(v: &[T], n: usize, k: usize, flip: bool) -> Vec<T> {
-    let mut out = Vec::with_capacity(v.len());
-    for y in 0..n {
-        for x in 0..n {
-            let x = if flip { n - 1 - x } else { x };
-            let (sy, sx) = match k % 4 {
-                0 => (y, x),
-                1 => (x, n - 1 - y),
-                2 => (n - 1 - y, n - 1 - x),
-                _ => (n - 1 - x, y),
-            };
-            out.push(v[sy * n + sx]);
-        }
-    }
-    out
+/// The reference's per-image min-max, `(x - min + 1e-6) / (max - min + 1e-6)`, after augmentation.
+fn min_max(v: &mut [f32]) {
+    let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    v.iter_mut().for_each(|x| *x = (*x - lo + 1e-6) / (hi - lo + 1e-6));
 }
 
 fn batch_input<B: burn::tensor::backend::Backend>(
@@ -181,7 +169,13 @@ fn validate<B: burn::tensor::backend::Backend>(
 ) -> f64 {
     let mut acc = SegAccumulator::default();
     for chunk in examples.chunks(s.batch_size.max(1)) {
-        let x = batch_input::<B>(chunk.iter().flat_map(|e| e.image.iter().copied()).collect(), chunk.len(), s, device);
+        let mut images = Vec::with_capacity(chunk.len() * s.size * s.size);
+        for e in chunk {
+            let mut v = e.image.clone();
+            min_max(&mut v);
+            images.extend(v);
+        }
+        let x = batch_input::<B>(images, chunk.len(), s, device);
         let pred: Vec<i64> = model.forward(x).argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
         let px = s.size * s.size;
         for (i, e) in chunk.iter().enumerate() {
@@ -192,15 +186,59 @@ fn validate<B: burn::tensor::backend::Backend>(
     acc.foreground_dice()
 }
 
+struct SegTask<'a> {
+    train: Vec<Example>,
+    val: Vec<Example>,
+    s: &'a SegSettings,
+    classes: usize,
+}
+
+impl<B: AutodiffBackend> Task<B> for SegTask<'_> {
+    type Model = SwinUnet<B>;
+
+    fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    fn loss(&self, model: &SwinUnet<B>, batch: &[usize], rng: &mut ChaCha8Rng, device: &B::Device) -> Tensor<B, 1> {
+        let n = self.s.size;
+        let (mut imgs, mut masks) = (Vec::with_capacity(batch.len() * n * n), Vec::with_capacity(batch.len() * n * n));
+        for &i in batch {
+            let e = &self.train[i];
+            let (mut img, mask) = augment::segmentation(&e.image, &e.mask, n, self.s.augment, rng);
+            min_max(&mut img);
+            imgs.extend(img);
+            masks.extend(mask);
+        }
+        let x = batch_input::<B>(imgs, batch.len(), self.s, device);
+        let target = one_hot::<B>(&masks, batch.len(), self.classes, n, n, device);
+        seg_loss(model.forward(x), target, self.s.dice_weight, self.s.ce_weight)
+    }
+
+    fn validate(&self, model: &SwinUnet<B::InnerBackend>, device: &B::Device) -> Validation {
+        let dice = validate::<B::InnerBackend>(model, &self.val, self.s, self.classes, device);
+        let mut fields = serde_json::Map::new();
+        fields.insert("val_dice".into(), if dice.is_finite() { json!(dice) } else { json!(null) });
+        Validation {
+            score: if dice.is_finite() { dice } else { f64::NEG_INFINITY },
+            fields,
+            brief: format!("val Dice {dice:.4}"),
+        }
+    }
+}
+
 /// Fine-tunes a Swin-UNet on `train` and validates on `val` (cases of `set`), from `init` MAE
-/// weights or from scratch, writing metrics, best and final weights into `run`.
+/// weights or from scratch, writing metrics, checkpoints, best and final weights into `run`;
+/// with `resume`, continues from the run's latest checkpoint.
+#[allow(clippy::too_many_arguments)]
 pub fn run<B: AutodiffBackend>(
     set: &LabelledSet,
-    train: &[&Sample],
-    val: &[&Sample],
+    train_cases: &[&Sample],
+    val_cases: &[&Sample],
     init: Option<&StateDict>,
     s: &SegSettings,
     run: &RunDir,
+    resume: bool,
     device: &B::Device,
 ) -> Result<SegOutcome, String> {
     let started = Instant::now();
@@ -212,8 +250,8 @@ pub fn run<B: AutodiffBackend>(
     }
     // layouts that name their classes (nnU-Net, datalists) bound the labels; CSV masks define them
     let bound = if set.classes.is_empty() { 256 } else { set.classes.len() };
-    let train_ex = prepare(train, s, bound)?;
-    let val_ex = prepare(val, s, bound)?;
+    let train_ex = prepare(train_cases, s, bound)?;
+    let val_ex = prepare(val_cases, s, bound)?;
     let seen = train_ex.iter().chain(&val_ex).flat_map(|e| e.mask.iter().copied()).max().unwrap_or(0) as usize + 1;
     let classes = set.classes.len().max(seen).max(2);
     if train_ex.is_empty() || val_ex.is_empty() {
@@ -237,109 +275,37 @@ pub fn run<B: AutodiffBackend>(
         let sd = mirror_encoder_into_decoder(sd, variant.seg_depths().len(), how);
         (model, transferred) = apply_init(model, &sd, run)?;
     }
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(s.betas.0 as f32)
-        .with_beta_2(s.betas.1 as f32)
-        .with_epsilon(1e-8)
-        .with_weight_decay(s.weight_decay as f32)
-        .init::<B, SwinUnet<B>>();
-    let per_epoch = train_ex.len().div_ceil(s.batch_size.max(1));
-    let sched = WarmupCosine { lr: s.lr, min_lr: s.min_lr, warmup: s.warmup_epochs, total: s.epochs as f64 };
-    let pb = ProgressBar::new(s.epochs as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix("finetune");
-    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
-    let mut best = (f64::NEG_INFINITY, 0usize);
-    let n = s.size;
-    for epoch in 0..s.epochs {
-        let mut order: Vec<usize> = (0..train_ex.len()).collect();
-        order.shuffle(&mut rng);
-        let mut losses = Vec::new();
-        for (it, chunk) in order.chunks(s.batch_size.max(1)).enumerate() {
-            let (mut imgs, mut masks) = (Vec::new(), Vec::new());
-            for &i in chunk {
-                let (k, flip) = if s.augment && rng.random::<bool>() {
-                    (rng.random_range(0..4usize), rng.random::<bool>())
-                } else {
-                    (0, false)
-                };
-                imgs.extend(augment(&train_ex[i].image, n, k, flip));
-                masks.extend(augment(&train_ex[i].mask, n, k, flip));
-            }
-            let b = chunk.len();
-            let x = batch_input::<B>(imgs, b, s, device);
-            let target = one_hot::<B>(&masks, b, classes, n, n, device);
-            let loss = seg_loss(model.forward(x), target, s.dice_weight, s.ce_weight);
-            let value = crate::losses::scalar(loss.clone());
-            if !value.is_finite() {
-                return Err(format!(
-                    "the loss became {value} at epoch {} step {it}; stopped (best weights so far are kept)",
-                    epoch + 1
-                ));
-            }
-            losses.push(value);
-            let lr = sched.at(epoch as f64 + it as f64 / per_epoch as f64);
-            let grads = GradientsParams::from_grads::<B, _>(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
-        }
-        let dice = validate::<B::InnerBackend>(&model.valid(), &val_ex, s, classes, device);
-        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
-        run.append_json(
-            "metrics.jsonl",
-            &json!({"epoch": epoch + 1, "loss": train_loss, "val_dice": dice, "lr": sched.at(epoch as f64 + 1.0)}),
-        )
-        .map_err(|e| e.to_string())?;
-        if dice > best.0 || best.1 == 0 {
-            best = (dice, epoch + 1);
-            let (m, sd) = export_state_dict::<B, _>(model);
-            model = m;
-            safetensors_io::write(&sd, &run.join("best.safetensors")).map_err(|e| e.to_string())?;
-        }
-        pb.set_message(format!("loss {train_loss:.4}, val Dice {dice:.4} (best {:.4} @ {})", best.0, best.1));
-        pb.inc(1);
-    }
-    pb.finish_and_clear();
-    let (_, sd) = export_state_dict::<B, _>(model);
-    safetensors_io::write(&sd, &run.join("final.safetensors")).map_err(|e| e.to_string())?;
+    let images = (train_ex.len(), val_ex.len());
+    let task = SegTask { train: train_ex, val: val_ex, s, classes };
+    let ls = LoopSettings {
+        epochs: s.epochs,
+        warmup_epochs: s.warmup_epochs,
+        batch_size: s.batch_size,
+        lr: (s.lr, s.min_lr),
+        betas: s.betas,
+        weight_decay: s.weight_decay,
+        seed: s.seed,
+        checkpoint_every: s.checkpoint_every,
+        keep_checkpoints: s.keep_checkpoints,
+    };
+    let done = train::<B, _>(&task, model, &ls, run, resume, device)?;
     let out = SegOutcome {
-        best,
-        images: (train_ex.len(), val_ex.len()),
+        best: (done.best.0, done.best.1),
+        images,
         transferred,
         classes,
         seconds: started.elapsed().as_secs_f64(),
+        resumed_from: done.resumed_from,
     };
     run.write_atomic(
         "summary.json",
         serde_json::to_string_pretty(&json!({
             "best_val_dice": out.best.0, "best_epoch": out.best.1, "train_images": out.images.0, "val_images": out.images.1,
-            "tensors_transferred": out.transferred, "seconds": out.seconds,
+            "classes": classes, "tensors_transferred": out.transferred, "seconds": out.seconds,
         }))
         .unwrap_or_default()
         .as_bytes(),
     )
     .map_err(|e| e.to_string())?;
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn augment_rotates_and_flips_consistently() {
-        let v: Vec<u8> = (0..9).collect(); // 3x3: 0 1 2 / 3 4 5 / 6 7 8
-        assert_eq!(augment(&v, 3, 0, false), v);
-        assert_eq!(augment(&v, 3, 0, true), vec![2, 1, 0, 5, 4, 3, 8, 7, 6]);
-        // four quarter turns are the identity
-        let mut r = v.clone();
-        for _ in 0..4 {
-            r = augment(&r, 3, 1, false);
-        }
-        assert_eq!(r, v);
-        assert_ne!(augment(&v, 3, 1, false), v);
-    }
 }

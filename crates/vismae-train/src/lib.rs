@@ -2,8 +2,11 @@
 //! schedule, generated phantom data, run folders) and the runs themselves, one function per run
 //! kind. The CLI only parses arguments and calls these.
 
+pub mod augment;
 pub mod bench;
+pub mod checkpoint;
 pub mod demo;
+pub mod finetune;
 pub mod finetune_cls;
 pub mod finetune_seg;
 pub mod losses;

@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, DeviceId, DeviceOps};
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,6 +22,7 @@ use vismae_model::store::{self, AnyModel, ModelSpec};
 use vismae_model::weights::{export_state_dict, safetensors_io};
 use vismae_model::{MaeConfig, SwinMae, Variant};
 
+use crate::checkpoint;
 use crate::pretrain_config::{InputNorm, PretrainSettings, ResolvedPretrain};
 use crate::reconstruct::reconstruction_grid;
 use crate::run_dir::RunDir;
@@ -128,83 +128,12 @@ pub fn to_input<B: burn::tensor::backend::Backend>(
     if s.in_chans == 3 && x.dims()[1] == 1 { x.repeat_dim(1, 3) } else { x }
 }
 
-fn checkpoints_dir(run: &RunDir) -> PathBuf {
-    run.join("checkpoints")
-}
-
 /// The latest complete checkpoint of a run: `(step, folder)`.
 pub fn latest_checkpoint(run: &RunDir) -> Option<(usize, PathBuf)> {
-    let dir = checkpoints_dir(run);
-    std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step: usize = name.strip_prefix("step-")?.parse().ok()?;
-            e.path().join("state.json").is_file().then_some((step, e.path()))
-        })
-        .max_by_key(|(s, _)| *s)
-}
-
-/// Drops metric lines logged after `step` (by an interrupted run past its last checkpoint), so
-/// the resumed run's lines follow on without repeats.
-fn truncate_metrics(run: &RunDir, step: usize) -> Result<(), String> {
-    let path = run.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(()) };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s as usize <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    run.write_atomic("metrics.jsonl", kept.as_bytes()).map_err(|e| e.to_string())
+    checkpoint::latest(run, "step")
 }
 
 type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SwinMae<B>, B>;
-
-fn save_checkpoint<B: AutodiffBackend>(
-    run: &RunDir,
-    model: &SwinMae<B>,
-    optim: &Optim<B>,
-    state: &CheckpointState,
-    keep: usize,
-) -> Result<(), String> {
-    let root = checkpoints_dir(run);
-    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
-    let name = format!("step-{:08}", state.step);
-    let tmp = root.join(format!(".tmp-{name}"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let fail = |what: &str, e: String| format!("writing checkpoint {name} ({what}): {e}");
-    model
-        .clone()
-        .save_file(tmp.join("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
-        .map_err(|e| fail("model", e.to_string()))?;
-    let bytes: Vec<u8> =
-        Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
-            .map_err(|e| fail("optimizer", e.to_string()))?;
-    std::fs::write(tmp.join("optimizer.mpk"), bytes).map_err(|e| fail("optimizer", e.to_string()))?;
-    let text = serde_json::to_string_pretty(state).unwrap_or_default();
-    std::fs::write(tmp.join("state.json"), text).map_err(|e| fail("state", e.to_string()))?;
-    let final_dir = root.join(&name);
-    let _ = std::fs::remove_dir_all(&final_dir);
-    std::fs::rename(&tmp, &final_dir).map_err(|e| fail("rename", e.to_string()))?;
-    // keep the newest `keep`
-    let mut all: Vec<(usize, PathBuf)> = std::fs::read_dir(&root)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_string_lossy().strip_prefix("step-")?.parse().ok()?, e.path())))
-        .collect();
-    all.sort();
-    for (_, old) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
-        let _ = std::fs::remove_dir_all(old);
-    }
-    Ok(())
-}
 
 fn bar(total: usize, start: usize) -> ProgressBar {
     let pb = ProgressBar::new(total as u64);
@@ -303,17 +232,12 @@ pub fn run<B: AutodiffBackend>(
     let mut start = 0;
     let mut resumed_from = None;
     if resume && let Some((step, dir)) = latest_checkpoint(run) {
-        model = model
-            .load_file(dir.join("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
-            .map_err(|e| format!("{}: {e}", dir.join("model.mpk").display()))?;
-        let bytes = std::fs::read(dir.join("optimizer.mpk"))
-            .map_err(|e| format!("{}: {e}", dir.join("optimizer.mpk").display()))?;
-        let record = Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
-            .map_err(|e| format!("{}: {e}", dir.join("optimizer.mpk").display()))?;
-        optim = optim.load_record(record);
+        let state: CheckpointState;
+        (model, optim, state) = checkpoint::load(&dir, model, optim, device)?;
+        debug_assert_eq!(state.step, step);
         start = step;
         resumed_from = Some(step);
-        truncate_metrics(run, step)?;
+        checkpoint::truncate_jsonl(run, "metrics.jsonl", "step", step)?;
     }
     let sched =
         WarmupCosine { lr: s.lr, min_lr: s.min_lr, warmup: cfg.warmup_steps as f64, total: cfg.total_steps as f64 };
@@ -367,7 +291,7 @@ pub fn run<B: AutodiffBackend>(
                         latest_checkpoint(run).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
                     return Err(format!(
                         "the loss became {value} at step {step} (epoch {epoch}); stopped. Last good checkpoint: {last} in {}. Lower the learning rate (now {:.2e}) or check the data.",
-                        checkpoints_dir(run).display(),
+                        checkpoint::dir(run).display(),
                         sched.at(step as f64)
                     ));
                 }
@@ -388,7 +312,15 @@ pub fn run<B: AutodiffBackend>(
         pb.set_position(step as u64 + 1);
         let done = step + 1;
         if done.is_multiple_of(s.checkpoint_every.max(1)) || done == cfg.total_steps {
-            save_checkpoint(run, &model, &optim, &CheckpointState { step: done, loss: step_loss }, s.keep_checkpoints)?;
+            checkpoint::save(
+                run,
+                "step",
+                done,
+                &model,
+                &optim,
+                &CheckpointState { step: done, loss: step_loss },
+                s.keep_checkpoints,
+            )?;
         }
         let epoch_end = done.is_multiple_of(cfg.steps_per_epoch);
         let finished_epoch = done / cfg.steps_per_epoch;

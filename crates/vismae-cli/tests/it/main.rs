@@ -505,12 +505,11 @@ fn split_keeps_patients_together_in_nnunet_layout() {
     assert!(!again.status.success());
 }
 
-#[test]
-fn finetune_seg_from_mae_weights_and_from_scratch() {
-    let dir = scratch("ft");
-    let _ = std::fs::remove_dir_all(&dir);
+/// 10 labelled phantoms (classes 0, 1, 2) as PNG image/mask pairs in the reference's CSV layout,
+/// `dir/train.csv` naming `dir/img/case{i}.png` and its mask.
+fn phantom_seg_csv(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("img")).unwrap_or_default();
-    // 10 labelled phantoms (classes 0, 1, 2) as PNG image/mask pairs in the reference's CSV layout
     let mut csv = String::from("image,mask\n");
     for i in 0..10u64 {
         let p = vismae_train::phantom::phantom(5, i, 64);
@@ -520,6 +519,69 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
         csv.push_str(&format!("img/case{i}.png,img/case{i}_mask.png\n"));
     }
     std::fs::write(dir.join("train.csv"), csv).unwrap_or_default();
+}
+
+#[test]
+fn finetune_seg_killed_and_resumed_logs_the_uninterrupted_run() {
+    let dir = scratch("ft-kill");
+    phantom_seg_csv(&dir);
+    let args = |out: &std::path::Path| {
+        let mut c = vismae();
+        c.args(["finetune", "seg", "--init", "scratch", "--set", "variant=\"tiny\"", "--set", "size=64"])
+            .args(["--set", "epochs=6", "--set", "warmup_epochs=1", "--set", "batch_size=4", "--data"])
+            .arg(dir.join("train.csv"))
+            .arg("--out")
+            .arg(out);
+        c
+    };
+    let epochs = |run: &std::path::Path| -> Vec<(u64, u64, Option<u64>)> {
+        jsonl(&run.join("metrics.jsonl"))
+            .iter()
+            .map(|v| {
+                let bits = |k: &str| v[k].as_f64().map(f64::to_bits);
+                (v["epoch"].as_u64().unwrap_or(0), bits("loss").unwrap_or(0), bits("val_dice"))
+            })
+            .collect()
+    };
+    let whole = dir.join("whole");
+    let started = std::time::Instant::now();
+    ok(&mut args(&whole));
+    let full_ms = started.elapsed().as_millis() as u64;
+    let want = epochs(&whole);
+    assert_eq!(want.len(), 6);
+    // the last 2 checkpoints are kept, each complete
+    let kept: Vec<String> = std::fs::read_dir(whole.join("checkpoints"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(whole.join("checkpoints/epoch-00000006/optimizer.mpk").exists(), "{kept:?}");
+
+    let cut = dir.join("killed");
+    let mut child = args(&cut)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(std::time::Duration::from_millis(full_ms * 3 / 5));
+    let _ = child.kill();
+    let _ = child.wait();
+    let before = epochs(&cut).len();
+    assert!(before < 6, "the run finished before it was killed; lengthen it");
+    let text = ok(vismae().args(["finetune", "seg", "--resume"]).arg(&cut));
+    assert!(text.contains("resuming"), "{text}");
+    assert_eq!(epochs(&cut), want, "killed after {before} epochs");
+    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap_or_default();
+    assert_eq!(read(cut.join("final.safetensors")), read(whole.join("final.safetensors")));
+    assert_eq!(read(cut.join("best.safetensors")), read(whole.join("best.safetensors")));
+    // resuming a segmentation run as classification is refused
+    let wrong = vismae().args(["finetune", "cls", "--resume"]).arg(&cut).output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("not classification"));
+}
+
+#[test]
+fn finetune_seg_from_mae_weights_and_from_scratch() {
+    let dir = scratch("ft");
+    phantom_seg_csv(&dir);
     // a tiny MAE pre-trained for a few steps on the same images
     ok(vismae().args(["ingest", "--size", "64", "--out"]).arg(dir.join("ds")).arg(dir.join("img")));
     ok(vismae()

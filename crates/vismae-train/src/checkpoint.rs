@@ -1,0 +1,122 @@
+//! Checkpoints of any training run: `RUN/checkpoints/<unit>-N/` holds the model and optimizer
+//! (burn records) and `state.json` (the position and whatever the run needs to continue). A
+//! checkpoint is written into a temporary folder and renamed into place, so a `kill -9` leaves
+//! either the whole checkpoint or none; the newest `keep` are kept. Also the metric-log trimming
+//! a resumed run needs.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::run_dir::RunDir;
+
+/// The folder holding a run's checkpoints.
+pub fn dir(run: &RunDir) -> PathBuf {
+    run.join("checkpoints")
+}
+
+fn numbered(root: &Path, unit: &str) -> Vec<(usize, PathBuf)> {
+    let prefix = format!("{unit}-");
+    let mut all: Vec<(usize, PathBuf)> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            Some((name.strip_prefix(&prefix)?.parse().ok()?, e.path()))
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// The latest complete checkpoint (`state.json` present) whose folder is named `<unit>-N`.
+pub fn latest(run: &RunDir, unit: &str) -> Option<(usize, PathBuf)> {
+    numbered(&dir(run), unit).into_iter().rev().find(|(_, p)| p.join("state.json").is_file())
+}
+
+/// Writes checkpoint `<unit>-n` (model, optimizer, `state`) atomically and keeps the newest `keep`.
+pub fn save<B, M, O, S>(
+    run: &RunDir,
+    unit: &str,
+    n: usize,
+    model: &M,
+    optim: &O,
+    state: &S,
+    keep: usize,
+) -> Result<(), String>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: Serialize,
+{
+    let root = dir(run);
+    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let name = format!("{unit}-{n:08}");
+    let tmp = root.join(format!(".tmp-{name}"));
+    let fail = |what: &str, e: String| format!("writing checkpoint {} ({what}): {e}", root.join(&name).display());
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| fail("folder", e.to_string()))?;
+    model
+        .clone()
+        .save_file(tmp.join("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+        .map_err(|e| fail("model", e.to_string()))?;
+    let bytes: Vec<u8> =
+        Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
+            .map_err(|e| fail("optimizer", e.to_string()))?;
+    std::fs::write(tmp.join("optimizer.mpk"), bytes).map_err(|e| fail("optimizer", e.to_string()))?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| fail("state", e.to_string()))?;
+    std::fs::write(tmp.join("state.json"), text).map_err(|e| fail("state", e.to_string()))?;
+    let final_dir = root.join(&name);
+    let _ = std::fs::remove_dir_all(&final_dir);
+    std::fs::rename(&tmp, &final_dir).map_err(|e| fail("rename", e.to_string()))?;
+    let all = numbered(&root, unit);
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(())
+}
+
+/// Loads the model, optimizer and state of the checkpoint in `folder` onto `device`.
+pub fn load<B, M, O, S>(folder: &Path, model: M, optim: O, device: &B::Device) -> Result<(M, O, S), String>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: DeserializeOwned,
+{
+    let at = |f: &str| folder.join(f);
+    let model = model
+        .load_file(at("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
+        .map_err(|e| format!("{}: {e}", at("model.mpk").display()))?;
+    let bytes = std::fs::read(at("optimizer.mpk")).map_err(|e| format!("{}: {e}", at("optimizer.mpk").display()))?;
+    let record = Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
+        .map_err(|e| format!("{}: {e}", at("optimizer.mpk").display()))?;
+    let optim = optim.load_record(record);
+    let text = std::fs::read_to_string(at("state.json")).map_err(|e| format!("{}: {e}", at("state.json").display()))?;
+    let state = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", at("state.json").display()))?;
+    Ok((model, optim, state))
+}
+
+/// Drops the lines of `RUN/<name>` whose `key` is above `upto` (logged by an interrupted run after
+/// its last checkpoint), so a resumed run's lines follow on without repeats.
+pub fn truncate_jsonl(run: &RunDir, name: &str, key: &str, upto: usize) -> Result<(), String> {
+    let Ok(text) = std::fs::read_to_string(run.join(name)) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v[key].as_u64())
+                .is_some_and(|s| s as usize <= upto)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    run.write_atomic(name, kept.as_bytes()).map_err(|e| e.to_string())
+}

@@ -1,0 +1,193 @@
+//! The epoch loop both fine-tuning runs share: AdamW with a per-iteration warm-up + cosine
+//! schedule, a shuffled pass over the training examples, validation after every epoch, the best
+//! epoch's weights kept, `metrics.jsonl`, checkpoints every N epochs and `--resume`. Every random
+//! draw (order, augmentation, stochastic depth) is a function of the seed, the epoch and the step,
+//! so a resumed run logs exactly what the uninterrupted run logs.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use vismae_model::layers::with_stochastic_seed;
+use vismae_model::weights::{Visit, export_state_dict, safetensors_io};
+
+use crate::checkpoint;
+use crate::pretrain::mix;
+use crate::run_dir::RunDir;
+use crate::schedule::WarmupCosine;
+
+/// The optimisation settings of a fine-tuning run.
+#[derive(Clone, Debug)]
+pub struct LoopSettings {
+    /// Epochs.
+    pub epochs: usize,
+    /// Warm-up epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Peak and final learning rate.
+    pub lr: (f64, f64),
+    /// AdamW betas.
+    pub betas: (f64, f64),
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Write a checkpoint every this many epochs (and after the last).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
+}
+
+/// One validation: the number that selects the best epoch (greater is better) and the fields
+/// logged with the epoch.
+pub struct Validation {
+    /// Selection score, greater is better (e.g. Dice, or the negated loss).
+    pub score: f64,
+    /// Logged fields, e.g. `{"val_dice": 0.8}`.
+    pub fields: Map<String, Value>,
+    /// Short text for the progress bar.
+    pub brief: String,
+}
+
+/// A fine-tuning task: how to compute a training batch's loss and how to validate.
+pub trait Task<B: AutodiffBackend> {
+    /// The network.
+    type Model: AutodiffModule<B> + Visit<B>;
+    /// Training examples.
+    fn train_len(&self) -> usize;
+    /// Mean loss of the examples `batch`; `rng` draws the augmentation.
+    fn loss(&self, model: &Self::Model, batch: &[usize], rng: &mut ChaCha8Rng, device: &B::Device) -> Tensor<B, 1>;
+    /// Validates the model (without autodiff).
+    fn validate(&self, model: &<Self::Model as AutodiffModule<B>>::InnerModule, device: &B::Device) -> Validation;
+}
+
+/// Where a checkpoint left the run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LoopState {
+    epoch: usize,
+    best_score: f64,
+    best_epoch: usize,
+    best_fields: Map<String, Value>,
+}
+
+/// What the loop did.
+#[derive(Clone, Debug)]
+pub struct LoopOutcome {
+    /// Best score, its epoch (1-based) and the fields logged then.
+    pub best: (f64, usize, Map<String, Value>),
+    /// Epoch the run resumed after, if it did.
+    pub resumed_from: Option<usize>,
+}
+
+fn bar(epochs: usize, start: usize) -> ProgressBar {
+    let pb = ProgressBar::new(epochs as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix("finetune");
+    pb.set_position(start as u64);
+    pb
+}
+
+/// Trains `model` on `task` in `run` (continuing from the latest checkpoint with `resume`);
+/// writes `metrics.jsonl`, `best.safetensors`, `final.safetensors` and checkpoints.
+pub fn train<B: AutodiffBackend, T: Task<B>>(
+    task: &T,
+    mut model: T::Model,
+    ls: &LoopSettings,
+    run: &RunDir,
+    resume: bool,
+    device: &B::Device,
+) -> Result<LoopOutcome, String> {
+    let n = task.train_len();
+    let bs = ls.batch_size.max(1);
+    let per_epoch = n.div_ceil(bs);
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(ls.betas.0 as f32)
+        .with_beta_2(ls.betas.1 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(ls.weight_decay as f32)
+        .init::<B, T::Model>();
+    let mut state = LoopState { epoch: 0, best_score: f64::NEG_INFINITY, best_epoch: 0, best_fields: Map::new() };
+    let mut resumed_from = None;
+    if resume && let Some((epoch, dir)) = checkpoint::latest(run, "epoch") {
+        (model, optim, state) = checkpoint::load(&dir, model, optim, device)?;
+        debug_assert_eq!(state.epoch, epoch);
+        resumed_from = Some(epoch);
+        checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", epoch)?;
+    } else if resume {
+        checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", 0)?;
+    }
+    let sched = WarmupCosine { lr: ls.lr.0, min_lr: ls.lr.1, warmup: ls.warmup_epochs, total: ls.epochs as f64 };
+    let pb = bar(ls.epochs, state.epoch);
+    for epoch in state.epoch..ls.epochs {
+        let t0 = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(ls.seed, epoch as u64, 0x6570_6f63));
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let mut losses = Vec::with_capacity(per_epoch);
+        for (it, chunk) in order.chunks(bs).enumerate() {
+            let step = (epoch * per_epoch + it) as u64;
+            B::seed(device, mix(ls.seed, step, 1));
+            let loss = with_stochastic_seed(mix(ls.seed ^ 0x64726f70, step, 0), 0, || {
+                task.loss(&model, chunk, &mut rng, device)
+            });
+            let value = crate::losses::scalar(loss.clone());
+            if !value.is_finite() {
+                pb.abandon();
+                let last = checkpoint::latest(run, "epoch").map(|(k, _)| format!("after epoch {k}"));
+                return Err(format!(
+                    "the loss became {value} at epoch {} step {}; stopped. Last good checkpoint: {} in {}; best weights so far in best.safetensors. Lower the learning rate or check the data.",
+                    epoch + 1,
+                    it + 1,
+                    last.unwrap_or_else(|| "none".into()),
+                    checkpoint::dir(run).display()
+                ));
+            }
+            losses.push(value);
+            let lr = sched.at(epoch as f64 + it as f64 / per_epoch as f64);
+            let grads = GradientsParams::from_grads::<B, _>(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let v = task.validate(&model.valid(), device);
+        let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        let mut line = Map::new();
+        line.insert("epoch".into(), json!(epoch + 1));
+        line.insert("step".into(), json!((epoch + 1) * per_epoch));
+        line.insert("loss".into(), json!(train_loss));
+        line.insert("lr".into(), json!(sched.at(epoch as f64 + 1.0)));
+        line.insert("images_per_s".into(), json!(n as f64 / secs));
+        line.extend(v.fields.clone());
+        run.append_json("metrics.jsonl", &Value::Object(line)).map_err(|e| e.to_string())?;
+        if v.score > state.best_score || state.best_epoch == 0 {
+            state.best_score = v.score;
+            state.best_epoch = epoch + 1;
+            state.best_fields = v.fields;
+            let (m, sd) = export_state_dict::<B, _>(model);
+            model = m;
+            safetensors_io::write(&sd, &run.join("best.safetensors")).map_err(|e| e.to_string())?;
+        }
+        state.epoch = epoch + 1;
+        if state.epoch.is_multiple_of(ls.checkpoint_every.max(1)) || state.epoch == ls.epochs {
+            checkpoint::save(run, "epoch", state.epoch, &model, &optim, &state, ls.keep_checkpoints)?;
+        }
+        pb.set_message(format!("loss {train_loss:.4}, {} (best @ {})", v.brief, state.best_epoch));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let (_, sd) = export_state_dict::<B, _>(model);
+    safetensors_io::write(&sd, &run.join("final.safetensors")).map_err(|e| e.to_string())?;
+    Ok(LoopOutcome { best: (state.best_score, state.best_epoch, state.best_fields), resumed_from })
+}
