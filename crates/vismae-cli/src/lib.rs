@@ -7,7 +7,7 @@ mod ingest_cmd;
 mod pretrain_cmd;
 mod weights_cmd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -135,18 +135,28 @@ enum Command {
     },
     /// Segment images with a `finetune seg` run: PNG masks (pixel = class) for 2-D files, NIfTI label maps with the input's header for NIfTI.
     Predict {
-        /// Run folder of `vismae finetune seg` (config.json, best.safetensors).
+        /// Run folder of `vismae finetune seg` or `finetune cls` (config.json, best.safetensors).
         #[arg(long)]
         model: PathBuf,
-        /// Images or volumes.
-        #[arg(required = true)]
+        /// Images, volumes, or folders holding a DICOM series.
+        #[arg(required_unless_present = "data")]
         inputs: Vec<PathBuf>,
+        /// A labelled set whose cases to predict instead (outputs named by case id; classification
+        /// fills the label column).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// With --data: `all` cases, or the run's validation cases (`val`).
+        #[arg(long, default_value = "all")]
+        cases: String,
         /// Output folder (created; existing files are never overwritten).
         #[arg(long)]
         out: PathBuf,
         /// Also write colour overlays (the middle slice for volumes).
         #[arg(long)]
         overlay: bool,
+        /// Also write class probabilities (segmentation).
+        #[arg(long)]
+        probabilities: bool,
     },
     /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
@@ -285,16 +295,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => ingest_cmd::run(args),
-        Command::Predict { model, inputs, out, overlay } => {
-            let m = vismae_train::predict_seg::load_run::<Backend>(&model, &device()).map_err(anyhow::Error::msg)?;
-            std::fs::create_dir_all(&out)?;
-            for input in &inputs {
-                let files = vismae_train::predict_seg::predict_file(&m, input, &out, overlay, &device())
-                    .map_err(anyhow::Error::msg)?;
-                let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-                println!("{} -> {}", input.display(), names.join(", "));
-            }
-            Ok(())
+        Command::Predict { model, inputs, data, cases, out, overlay, probabilities } => {
+            predict(&model, inputs, data, &cases, &out, overlay, probabilities)
         }
         Command::Split { data, folds, seed, group_by, fractions, out } => {
             if out.exists() {
@@ -384,4 +386,74 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Weights { command } => weights_cmd::run(command),
     }
+}
+
+/// `vismae predict`: the inputs (files, or a labelled set's cases) through a fine-tuned run.
+fn predict(
+    model: &Path,
+    inputs: Vec<PathBuf>,
+    data: Option<PathBuf>,
+    cases: &str,
+    out: &Path,
+    overlay: bool,
+    probabilities: bool,
+) -> anyhow::Result<()> {
+    use vismae_train::{predict_cls, predict_seg};
+    let task = predict_cls::run_task(model).map_err(anyhow::Error::msg)?;
+    // (name, file, target): named by case id when they come from a labelled set
+    let mut items: Vec<(String, PathBuf, Option<vismae_data::labelled::Target>)> =
+        inputs.iter().map(|p| (predict_seg::stem(p), p.clone(), None)).collect();
+    if let Some(data) = &data {
+        let set = vismae_data::labelled::open(data)?;
+        let keep: Option<Vec<String>> = match cases {
+            "all" => None,
+            "val" => {
+                let cfg: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(model.join("config.json"))?)?;
+                Some(
+                    cfg["val_cases"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect(),
+                )
+            }
+            other => anyhow::bail!("--cases {other:?}: use all or val"),
+        };
+        for s in set.samples {
+            if keep.as_ref().is_none_or(|k| k.contains(&s.id)) {
+                let target = (task == "classification").then_some(s.target.clone());
+                items.push((s.id, s.images[0].clone(), target));
+            }
+        }
+    }
+    if items.is_empty() {
+        anyhow::bail!("nothing to predict");
+    }
+    std::fs::create_dir_all(out)?;
+    let started = std::time::Instant::now();
+    let pb = indicatif::ProgressBar::new(items.len() as u64);
+    if task == "classification" {
+        let m = predict_cls::load_run::<Backend>(model, &device()).map_err(anyhow::Error::msg)?;
+        let files: Vec<&Path> = items.iter().map(|i| i.1.as_path()).collect();
+        let probs = m.predict(&files, &device()).map_err(anyhow::Error::msg)?;
+        let rows: Vec<_> = items.into_iter().zip(probs).map(|((id, _, t), p)| (id, t, p)).collect();
+        let csv = out.join("predictions.csv");
+        predict_cls::write_csv(&csv, m.multi_label, &rows).map_err(anyhow::Error::msg)?;
+        println!("{} images classified ({}) -> {}", rows.len(), m.classes.join(", "), csv.display());
+    } else {
+        let m = predict_seg::load_run::<Backend>(model, &device()).map_err(anyhow::Error::msg)?;
+        let opts = predict_seg::PredictOptions { overlay, probabilities };
+        for (name, input, _) in &items {
+            let files = predict_seg::predict_file(&m, input, Some(name), out, opts, &device())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            pb.println(format!("{} -> {}", input.display(), names.join(", ")));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        println!("{} inputs segmented in {:.1} s into {}", items.len(), started.elapsed().as_secs_f64(), out.display());
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::dicom::DicomFile;
+use crate::dicom::{DicomFile, DicomMeta};
 use crate::error::{DataError, Reason};
 use crate::volume::Volume;
 
@@ -92,4 +92,62 @@ pub fn series_volume(series: &Series) -> Result<Volume, DataError> {
         spacing: [spacing.1, spacing.0, if dz > 0.0 { dz } else { 1.0 }],
         data,
     })
+}
+
+/// The RAS+ voxel-to-world affine (NIfTI sform rows) of `series_volume(series)`: from the first
+/// and last files' Image Position, the Image Orientation and the Pixel Spacing (DICOM's LPS
+/// turned to RAS). `None` when the files lack position or orientation.
+pub fn series_affine(series: &Series) -> Result<Option<[[f64; 4]; 3]>, DataError> {
+    let (Some(first), Some(last)) = (series.files.first(), series.files.last()) else { return Ok(None) };
+    let (a, b) = (DicomFile::open(first)?, DicomFile::open(last)?);
+    let n = series.files.len();
+    Ok(affine_from(&a.meta, &b.meta, n))
+}
+
+/// The affine of a stack of `n` slices from its first and last slice's header facts.
+pub fn affine_from(first: &DicomMeta, last: &DicomMeta, n: usize) -> Option<[[f64; 4]; 3]> {
+    let (p0, o) = (first.position?, first.orientation?);
+    let (dr, dc) = first.spacing.unwrap_or((1.0, 1.0));
+    let (row_dir, col_dir) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
+    let rows = first.rows.max(1) as f64;
+    // volume x = column index, y = rows - 1 - row index (stored bottom-up), z = slice order
+    let step = match (last.position, n > 1) {
+        (Some(pn), true) => [0, 1, 2].map(|i| (pn[i] - p0[i]) / (n - 1) as f64),
+        // one slice: the unit normal (its thickness is unknown here)
+        _ => [
+            row_dir[1] * col_dir[2] - row_dir[2] * col_dir[1],
+            row_dir[2] * col_dir[0] - row_dir[0] * col_dir[2],
+            row_dir[0] * col_dir[1] - row_dir[1] * col_dir[0],
+        ],
+    };
+    let mut m = [[0.0; 4]; 3];
+    for i in 0..3 {
+        let lps_to_ras = if i < 2 { -1.0 } else { 1.0 };
+        m[i][0] = lps_to_ras * row_dir[i] * dc;
+        m[i][1] = lps_to_ras * -col_dir[i] * dr;
+        m[i][2] = lps_to_ras * step[i];
+        m[i][3] = lps_to_ras * (p0[i] + (rows - 1.0) * dr * col_dir[i]);
+    }
+    Some(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axial_stack_affine_in_ras() {
+        let first = DicomMeta {
+            position: Some([-100.0, -120.0, 50.0]),
+            orientation: Some([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]),
+            spacing: Some((0.5, 0.7)),
+            rows: 4,
+            ..Default::default()
+        };
+        let last = DicomMeta { position: Some([-100.0, -120.0, 56.0]), ..first.clone() };
+        let m = affine_from(&first, &last, 4).unwrap_or_else(|| panic!("no affine"));
+        // voxel (0, 0, 0) is the last row of the first slice: LPS (-100, -118.5, 50) = RAS (100, 118.5, 50)
+        assert_eq!(m, [[-0.7, 0.0, 0.0, 100.0], [0.0, 0.5, 0.0, 118.5], [0.0, 0.0, 2.0, 50.0]]);
+        assert_eq!(affine_from(&DicomMeta::default(), &last, 4), None);
+    }
 }

@@ -493,6 +493,17 @@ pub fn read_nrrd(path: &Path) -> Result<Volume, DataError> {
 /// Writes a volume as NIfTI-1 (`.nii`, or gzipped when the path ends in `.gz`), float32 or uint8
 /// (`labels`), with a diagonal affine from the spacing. The file is written atomically.
 pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataError> {
+    write_nifti_affine(path, vol, labels, None)
+}
+
+/// Writes a volume as NIfTI-1 like [`write_nifti`], with `affine` (RAS+ voxel-to-world rows, as
+/// NIfTI's sform) when given instead of the diagonal one from the spacing.
+pub fn write_nifti_affine(
+    path: &Path,
+    vol: &Volume,
+    labels: bool,
+    affine: Option<[[f64; 4]; 3]>,
+) -> Result<(), DataError> {
     let io = |e: std::io::Error| DataError::new(path, Reason::Io, e.to_string());
     let mut h = vec![0u8; 352];
     h[0..4].copy_from_slice(&348i32.to_le_bytes());
@@ -519,6 +530,9 @@ pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataEr
     for (row, at) in [(0usize, 280usize), (1, 296), (2, 312)] {
         let mut srow = [0f32; 4];
         srow[row] = vol.spacing[row] as f32;
+        if let Some(a) = affine {
+            srow = a[row].map(|v| v as f32);
+        }
         for (k, v) in srow.iter().enumerate() {
             h[at + 4 * k..at + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
         }
@@ -545,6 +559,12 @@ pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataEr
 /// its affine (qform, sform), spacing, units and byte order are kept; the data type, dimensions,
 /// scaling and offset are set for the labels. `labels` must have the template's x, y, z sizes.
 pub fn write_nifti_labels_like(path: &Path, template: &Path, labels: &Volume) -> Result<(), DataError> {
+    write_nifti_like(path, template, labels, true)
+}
+
+/// Writes a volume (uint8 `labels`, else float32; a 4th dimension allowed, e.g. one frame per
+/// class) as NIfTI-1 with the header of `template`, as [`write_nifti_labels_like`] does.
+pub fn write_nifti_like(path: &Path, template: &Path, labels: &Volume, as_labels: bool) -> Result<(), DataError> {
     let src = read_all(template)?;
     if !sniff_nifti(&src) || &src[344..347] != b"n+1" {
         return Err(DataError::new(
@@ -561,7 +581,7 @@ pub fn write_nifti_labels_like(path: &Path, template: &Path, labels: &Volume) ->
         h[o..o + 4].copy_from_slice(&if be { v.to_be_bytes() } else { v.to_le_bytes() })
     };
     let mut h = src[..348].to_vec();
-    let [nx, ny, nz, _] = labels.dims;
+    let [nx, ny, nz, nt] = labels.dims;
     let get16 =
         |o: usize| if be { i16::from_be_bytes([src[o], src[o + 1]]) } else { i16::from_le_bytes([src[o], src[o + 1]]) };
     let tdims = [get16(42) as usize, get16(44) as usize, get16(46).max(1) as usize];
@@ -572,19 +592,24 @@ pub fn write_nifti_labels_like(path: &Path, template: &Path, labels: &Volume) ->
             format!("labels are {nx}x{ny}x{nz}, the template {}x{}x{}", tdims[0], tdims[1], tdims[2]),
         ));
     }
-    put16(&mut h, 40, 3);
-    for (i, d) in [nx, ny, nz, 1, 1, 1, 1].iter().enumerate() {
+    put16(&mut h, 40, if nt > 1 { 4 } else { 3 });
+    for (i, d) in [nx, ny, nz, nt.max(1), 1, 1, 1].iter().enumerate() {
         put16(&mut h, 42 + 2 * i, *d as i16);
     }
-    put16(&mut h, 70, 2); // uint8
-    put16(&mut h, 72, 8);
+    let (datatype, bitpix) = if as_labels { (2, 8) } else { (16, 32) };
+    put16(&mut h, 70, datatype);
+    put16(&mut h, 72, bitpix);
     put32(&mut h, 108, 352.0); // vox_offset
     put32(&mut h, 112, 1.0); // scl_slope
     put32(&mut h, 116, 0.0); // scl_inter
-    put32(&mut h, 124, labels.data.iter().copied().fold(0.0, f32::max)); // cal_max
+    put32(&mut h, 124, if as_labels { labels.data.iter().copied().fold(0.0, f32::max) } else { 0.0 }); // cal_max
     put32(&mut h, 128, 0.0); // cal_min
     h.extend_from_slice(&[0, 0, 0, 0]); // no extensions
-    h.extend(labels.data.iter().map(|&v| v.clamp(0.0, 255.0).round() as u8));
+    if as_labels {
+        h.extend(labels.data.iter().map(|&v| v.clamp(0.0, 255.0).round() as u8));
+    } else {
+        h.extend(labels.data.iter().flat_map(|v| if be { v.to_be_bytes() } else { v.to_le_bytes() }));
+    }
     let io = |e: std::io::Error| DataError::new(path, Reason::Io, e.to_string());
     let bytes = if path.to_string_lossy().ends_with(".gz") {
         use std::io::Write;

@@ -97,18 +97,23 @@ pub(crate) struct Example {
     pub target: Vec<f32>,
 }
 
-pub(crate) fn prepare(samples: &[&Sample], size: usize, classes: usize, multi: bool) -> Result<Vec<Example>, String> {
+/// The classifier's input from an image file: its middle image (frame or axial slice), brought to
+/// [0, 1] by the format's rules, grey, resized to `size` (bilinear).
+pub fn load_image(path: &std::path::Path, size: usize) -> Result<Vec<f32>, String> {
     let opts = SliceOptions { skip_empty: false, ..Default::default() };
+    let src = Source::open(path, &opts).map_err(|e| e.to_string())?;
+    let raw = src
+        .image(src.len() / 2, &opts)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: empty image", path.display()))?;
+    let (img, _) = raw.normalise(&NormaliseOptions::default());
+    Ok(img.to_grey().resize_bilinear(size, size).data)
+}
+
+pub(crate) fn prepare(samples: &[&Sample], size: usize, classes: usize, multi: bool) -> Result<Vec<Example>, String> {
     let mut out = Vec::new();
     for sample in samples {
-        let path = &sample.images[0];
-        let src = Source::open(path, &opts).map_err(|e| e.to_string())?;
-        let raw = src
-            .image(src.len() / 2, &opts)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("{}: empty image", path.display()))?;
-        let (img, _) = raw.normalise(&NormaliseOptions::default());
-        let image = img.resize_bilinear(size, size).data;
+        let image = load_image(&sample.images[0], size)?;
         let mut target = vec![0f32; classes];
         match &sample.target {
             Target::Class(c) if *c < classes && !multi => target[*c] = 1.0,
@@ -120,7 +125,7 @@ pub(crate) fn prepare(samples: &[&Sample], size: usize, classes: usize, multi: b
     Ok(out)
 }
 
-fn input<B: Backend>(images: Vec<f32>, b: usize, s: &ClsSettings, device: &B::Device) -> Tensor<B, 4> {
+pub(crate) fn input<B: Backend>(images: Vec<f32>, b: usize, s: &ClsSettings, device: &B::Device) -> Tensor<B, 4> {
     let x = Tensor::<B, 4>::from_data(TensorData::new(images, [b, 1, s.size, s.size]), device);
     if s.in_chans == 3 { x.repeat_dim(1, 3) } else { x }
 }

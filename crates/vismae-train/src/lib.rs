@@ -11,6 +11,7 @@ pub mod finetune_cls;
 pub mod finetune_seg;
 pub mod losses;
 pub mod phantom;
+pub mod predict_cls;
 pub mod predict_seg;
 pub mod pretrain;
 pub mod pretrain_config;

