@@ -158,6 +158,19 @@ enum Command {
         #[arg(long)]
         probabilities: bool,
     },
+    /// Tables (mean ± sd over folds), label-efficiency figures, training curves, report.md and a
+    /// self-contained report.html from finished pre-training and fine-tuning runs.
+    Report {
+        /// Run folders (pretrain, finetune seg|cls; a run evaluated with `evaluate --out RUN/test` reports test metrics).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Report folder (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Title of the report.
+        #[arg(long, default_value = "vismae report")]
+        title: String,
+    },
     /// Benchmarks: `pretrain` (MAE training steps), `unet` (Swin-UNet inference), `ingest` (scale of ingest and reader).
     Bench {
         /// `pretrain`, `unet` or `ingest`.
@@ -297,6 +310,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Predict { model, inputs, data, cases, out, overlay, probabilities } => {
             predict(&model, inputs, data, &cases, &out, overlay, probabilities)
+        }
+        Command::Report { runs, out, title } => {
+            let r = vismae_report::build(&runs, &out, &title, &[]).map_err(anyhow::Error::msg)?;
+            println!("{} runs, {} tables, {} figures", runs.len(), r.tables.len(), r.figures.len() / 2);
+            println!("report: {} (and {})", r.markdown.display(), r.html.display());
+            Ok(())
         }
         Command::Split { data, folds, seed, group_by, fractions, out } => {
             if out.exists() {
