@@ -60,7 +60,7 @@ fn write_out(out: &Path, summary: &Value, csv: &str) -> anyhow::Result<()> {
 pub fn run(cmd: EvaluateCommand) -> anyhow::Result<()> {
     match cmd {
         EvaluateCommand::Cls { results, out } => cls(&results, &out),
-        EvaluateCommand::Seg { pred, gt, out, include_background } => seg(&pred, &gt, &out, include_background),
+        EvaluateCommand::Seg { pred, gt, out, include_background } => seg(&pred, &gt, &out, include_background, false),
     }
 }
 
@@ -164,7 +164,13 @@ fn read_mask(path: &Path) -> anyhow::Result<(Vec<u8>, (usize, usize, usize))> {
     Ok((values, dims))
 }
 
-fn seg(pred_dir: &Path, gt_dir: &Path, out: &Path, include_background: bool) -> anyhow::Result<()> {
+pub(crate) fn seg(
+    pred_dir: &Path,
+    gt_dir: &Path,
+    out: &Path,
+    include_background: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(gt_dir)
         .map_err(|e| anyhow::anyhow!("{}: {e}", gt_dir.display()))?
         .flatten()
@@ -230,6 +236,13 @@ fn seg(pred_dir: &Path, gt_dir: &Path, out: &Path, include_background: bool) -> 
         "semantics": "per case and class: dice 2TP/(2TP+FP+FN), NaN (null) when the class is absent from the ground truth; means leave NaN out",
     });
     write_out(out, &summary, &csv)?;
-    println!("{} cases, {} classes; foreground mean Dice {}", loaded.len(), num_classes, fmt(acc.foreground_dice()));
+    if !quiet {
+        println!(
+            "{} cases, {} classes; foreground mean Dice {}",
+            loaded.len(),
+            num_classes,
+            fmt(acc.foreground_dice())
+        );
+    }
     Ok(())
 }

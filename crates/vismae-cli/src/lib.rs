@@ -1,10 +1,12 @@
 //! vismae-cli: argument parsing, backend/device selection, and exit codes. Each subcommand
 //! resolves its arguments and calls one library function; nothing here computes.
 
+mod demo_cmd;
 mod evaluate_cmd;
 mod finetune_cmd;
 mod ingest_cmd;
 mod pretrain_cmd;
+mod sample_cmd;
 mod weights_cmd;
 
 use std::path::{Path, PathBuf};
@@ -16,8 +18,6 @@ use vismae_data::intensity::{Fallback, Normalisation, WindowArg};
 use vismae_data::source::NormaliseOptions;
 use vismae_data::volume::Plane;
 use vismae_model::Variant;
-use vismae_train::demo::{self, DemoConfig};
-use vismae_train::run_dir::RunDir;
 
 /// The backend every command runs on: burn's CPU `flex` backend by default, CUDA with the `cuda` feature.
 #[cfg(not(feature = "cuda"))]
@@ -60,23 +60,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Pre-train, transfer and fine-tune on generated phantoms, end to end, in a few CPU minutes.
-    Demo {
-        /// Folder for the run (must not exist or be empty).
-        #[arg(long, default_value = "vismae-demo")]
-        out: PathBuf,
-        /// Model size: tiny, small or vis-mae.
-        #[arg(long, default_value = "tiny")]
-        variant: String,
-        /// Pre-training steps.
-        #[arg(long, default_value_t = DemoConfig::default().pretrain_steps)]
-        pretrain_steps: usize,
-        /// Fine-tuning steps per initialisation.
-        #[arg(long, default_value_t = DemoConfig::default().finetune_steps)]
-        finetune_steps: usize,
-        /// Seed of data, masks and initialisation.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
+    Demo(demo_cmd::DemoArgs),
     /// Write one image of a DICOM, NIfTI, MHA/NRRD or PNG/JPEG/TIFF file as an 8-bit grey PNG, windowed and normalised.
     Convert {
         /// Input file (format detected from content).
@@ -265,29 +249,7 @@ fn parse_variant(name: &str) -> anyhow::Result<Variant> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Demo { out, variant, pretrain_steps, finetune_steps, seed } => {
-            let cfg = DemoConfig {
-                variant: parse_variant(&variant)?,
-                pretrain_steps,
-                finetune_steps,
-                seed,
-                ..DemoConfig::default()
-            };
-            let run_dir = RunDir::create(&out)?;
-            let report = demo::run::<TrainBackend>(&cfg, &run_dir, &device()).map_err(anyhow::Error::msg)?;
-            println!();
-            println!(
-                "pre-training loss: {:.4} (first 10 steps) -> {:.4} (last 10)",
-                report.pretrain_loss.0, report.pretrain_loss.1
-            );
-            println!("transfer MAE -> Swin-UNet: {} tensors applied (see transfer_report.txt)", report.transferred);
-            println!("{:<10} {:>10} {:>12}", "init", "test Dice", "final loss");
-            for r in &report.results {
-                println!("{:<10} {:>10.4} {:>12.4}", r.init, r.dice, r.final_loss);
-            }
-            println!("finished in {:.0} s; run folder: {}", report.seconds, out.display());
-            Ok(())
-        }
+        Command::Demo(args) => demo_cmd::run(args),
         Command::Convert { input, out, intensity, frame, plane, size } => {
             if out.exists() {
                 anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", out.display());
@@ -475,4 +437,21 @@ fn predict(
         println!("{} inputs segmented in {:.1} s into {}", items.len(), started.elapsed().as_secs_f64(), out.display());
     }
     Ok(())
+}
+
+/// A fine-tuned segmentation run loaded for prediction.
+pub(crate) struct SegPredictor(vismae_train::predict_seg::SegModel<Backend>);
+
+impl SegPredictor {
+    /// Loads the run's config and best weights.
+    pub(crate) fn load(run: &Path) -> anyhow::Result<Self> {
+        vismae_train::predict_seg::load_run::<Backend>(run, &device()).map(Self).map_err(anyhow::Error::msg)
+    }
+
+    /// Segments `input` into `out`, outputs named after `name`.
+    pub(crate) fn predict(&self, input: &Path, name: &str, out: &Path, overlay: bool) -> anyhow::Result<Vec<PathBuf>> {
+        let opts = vismae_train::predict_seg::PredictOptions { overlay, probabilities: false };
+        vismae_train::predict_seg::predict_file(&self.0, input, Some(name), out, opts, &device())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))
+    }
 }

@@ -490,6 +490,29 @@ pub fn read_nrrd(path: &Path) -> Result<Volume, DataError> {
     assemble(path, &sizes, &spacing, data, channels)
 }
 
+/// The voxel-to-world affine (RAS+, NIfTI sform rows) of a NIfTI-1 file: its sform when set,
+/// else a diagonal from the voxel sizes.
+pub fn nifti_affine(path: &Path) -> Result<[[f64; 4]; 3], DataError> {
+    let h = read_all(path)?;
+    if !sniff_nifti(&h) {
+        return Err(DataError::new(path, Reason::Unsupported, "not a NIfTI-1 file"));
+    }
+    let be = i32::from_le_bytes([h[0], h[1], h[2], h[3]]) != 348;
+    let f = |o: usize| {
+        let b = [h[o], h[o + 1], h[o + 2], h[o + 3]];
+        f64::from(if be { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) })
+    };
+    let sform = if be { i16::from_be_bytes([h[254], h[255]]) } else { i16::from_le_bytes([h[254], h[255]]) };
+    if sform > 0 {
+        return Ok([0, 1, 2].map(|r| [0, 1, 2, 3].map(|k| f(280 + 16 * r + 4 * k))));
+    }
+    let mut a = [[0.0; 4]; 3];
+    for (i, row) in a.iter_mut().enumerate() {
+        row[i] = f(80 + 4 * i).abs().max(f64::MIN_POSITIVE);
+    }
+    Ok(a)
+}
+
 /// Writes a volume as NIfTI-1 (`.nii`, or gzipped when the path ends in `.gz`), float32 or uint8
 /// (`labels`), with a diagonal affine from the spacing. The file is written atomically.
 pub fn write_nifti(path: &Path, vol: &Volume, labels: bool) -> Result<(), DataError> {

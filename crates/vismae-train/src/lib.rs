@@ -5,7 +5,6 @@
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
-pub mod demo;
 pub mod finetune;
 pub mod finetune_cls;
 pub mod finetune_seg;
