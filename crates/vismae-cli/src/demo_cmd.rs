@@ -36,7 +36,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 300)]
     pub pretrain_steps: usize,
     /// Fine-tuning epochs per run.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 40)]
     pub epochs: usize,
     /// The smaller label fraction (the larger is 100 %).
     #[arg(long, default_value_t = 0.25)]
