@@ -217,7 +217,7 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, title: &str, extras: &[Extra]) ->
         let rel = |p: &Path| p.strip_prefix(out).unwrap_or(p).display().to_string();
         let _ = write!(figures_md, "![{caption}]({})\n\n*{caption}* ([SVG]({}))\n\n", rel(png), rel(svg));
         let svg_text = std::fs::read_to_string(svg).map_err(|e| format!("{}: {e}", svg.display()))?;
-        let _ = write!(figures_html, "<figure>{svg_text}<figcaption>{}</figcaption></figure>\n", escape(caption));
+        let _ = writeln!(figures_html, "<figure>{svg_text}<figcaption>{}</figcaption></figure>", escape(caption));
         report.figures.push(svg.into());
         report.figures.push(png.into());
         Ok(())
@@ -268,7 +268,7 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, title: &str, extras: &[Extra]) ->
         let panels = [
             (
                 format!("pre-training {label}: MAE loss"),
-                "log10 loss".to_string(),
+                "loss (log scale)".to_string(),
                 vec![curve_line(r, "step", "loss", label.clone(), true)],
             ),
             (

@@ -133,7 +133,7 @@ where
     root.fill(&WHITE)?;
     let areas = root.split_evenly((panels.len().max(1), 1));
     for (area, (title, y_label, lines)) in areas.iter().zip(panels) {
-        let log_y = y_label.starts_with("log10");
+        let log_y = y_label.ends_with("(log scale)");
         panel(area, title, x_label, y_label, lines, markers, log_y)?;
     }
     root.present()?;

@@ -57,9 +57,9 @@ fn tables_figures_and_report_from_runs() {
     for (init, vals) in
         [(weights.display().to_string(), [[0.6, 0.8], [0.8, 0.9]]), ("scratch".into(), [[0.4, 0.5], [0.7, 0.8]])]
     {
-        for (fi, fraction) in [0.1, 1.0].iter().enumerate() {
-            for fold in 0..2 {
-                runs.push(seg_run(&root, &init, *fraction, fold, vals[fi][fold]));
+        for (fraction, per_fold) in [0.1, 1.0].iter().zip(vals) {
+            for (fold, dice) in per_fold.iter().enumerate() {
+                runs.push(seg_run(&root, &init, *fraction, fold, *dice));
             }
         }
     }
