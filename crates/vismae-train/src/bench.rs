@@ -58,19 +58,17 @@ pub fn pretrain<B: AutodiffBackend>(
     for step in 0..=steps {
         let t = Instant::now();
         let plan = vismae_model::masking::plan_from_seed(model.mask_geometry(size, size), batch, step as u64)?;
-        let results = crate::pretrain::data_parallel(&model, devices, &data, &plan, |replica, dev, chunk, sub, _| {
-            let k = sub.batch;
-            let x = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(chunk, [k, 3, size, size]), dev);
-            let out = replica.forward(x, sub)?;
-            let loss = out.loss * (k as f64 / batch as f64);
-            let value = crate::losses::scalar(loss.clone());
-            Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
-        })?;
-        let mut summed = burn::optim::GradientsAccumulator::<vismae_model::SwinMae<B>>::new();
-        for (g, _, _) in results {
-            summed.accumulate(&model, g.to_device(device, &model));
-        }
-        model = optim.step(1e-4, model, summed.grads());
+        let (grads, _) =
+            crate::pretrain::data_parallel(&model, devices, &data, &plan, |replica, dev, chunk, sub, _| {
+                let k = sub.batch;
+                let x = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(chunk, [k, 3, size, size]), dev);
+                let out = replica.forward(x, sub)?;
+                let loss = out.loss * (k as f64 / batch as f64);
+                let value = crate::losses::scalar(loss.clone());
+                Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
+            })?;
+        let grads = grads.to_device(device, &model);
+        model = optim.step(1e-4, model, grads);
         B::sync(device).map_err(|e| format!("{e:?}"))?;
         if step > 0 {
             times.push(t.elapsed().as_secs_f64());

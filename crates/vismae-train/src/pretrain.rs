@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use burn::collective::{self, AllReduceStrategy, CollectiveConfig, CollectiveError, PeerId, ReduceOperation};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, DeviceId, DeviceOps};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -149,16 +150,24 @@ fn bar(total: usize, start: usize) -> ProgressBar {
 
 type ReplicaOut = (GradientsParams, f64);
 
+/// The collective configuration of `n` data-parallel replicas on one machine: gradients are
+/// all-reduced (summed) with burn-collective's tree strategy, which orders devices by id.
+fn collective_config(n: usize) -> CollectiveConfig {
+    CollectiveConfig::default().with_num_devices(n).with_local_all_reduce_strategy(AllReduceStrategy::Tree(2))
+}
+
 /// Splits a micro-batch (`[n, c, S, S]` values and its mask plan) into contiguous chunks, one per
-/// device, runs `work` on each in its own thread with a replica of the model on that device, and
-/// returns each chunk's gradients, loss and device. One device runs inline.
+/// device, and runs `work` on each in its own thread with a replica of the model on that device.
+/// The replicas' gradients are summed by burn-collective's all-reduce (every replica registers as
+/// a peer for the step); the sum, on the first device, is returned with every replica's loss.
+/// One device runs inline, without the collective.
 pub(crate) fn data_parallel<B: AutodiffBackend>(
     model: &SwinMae<B>,
     devices: &[B::Device],
     data: &[f32],
     plan: &MaskPlan,
     work: impl Fn(&SwinMae<B>, &B::Device, Vec<f32>, &MaskPlan, usize) -> Result<ReplicaOut, String> + Sync,
-) -> Result<Vec<(GradientsParams, f64, DeviceId)>, String> {
+) -> Result<(GradientsParams, Vec<f64>), String> {
     let n = plan.batch;
     let per_image = data.len() / n.max(1);
     let tokens = plan.grid_h * plan.grid_w;
@@ -172,9 +181,10 @@ pub(crate) fn data_parallel<B: AutodiffBackend>(
     };
     if chunks.len() == 1 {
         let (g, v) = work(model, &devices[0], data.to_vec(), plan, 0)?;
-        return Ok(vec![(g, v, devices[0].id())]);
+        return Ok((g, vec![v]));
     }
-    std::thread::scope(|scope| {
+    let peers = chunks.len();
+    let outs: Vec<Result<(Option<GradientsParams>, f64), String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .iter()
             .enumerate()
@@ -185,10 +195,27 @@ pub(crate) fn data_parallel<B: AutodiffBackend>(
                 let sub_plan = sub(a, b);
                 let work = &work;
                 scope.spawn(move || {
+                    let peer = PeerId::from(w as u32);
+                    let fail = |what: &str, e: CollectiveError| format!("replica {w}: collective {what} failed: {e:?}");
+                    collective::register::<B::InnerBackend>(peer, dev.clone(), collective_config(peers))
+                        .map_err(|e| fail("register", e))?;
                     // each replica in a one-thread rayon pool: the CPU kernels (gemm, reductions)
                     // then never split work with the other replica, so results are bit-reproducible
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| e.to_string())?;
-                    pool.install(|| work(&replica, &dev, chunk, &sub_plan, a)).map(|(g, v)| (g, v, dev.id()))
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(|e| e.to_string());
+                    let out = pool.and_then(|p| p.install(|| work(&replica, &dev, chunk, &sub_plan, a)));
+                    // every peer must take part in the all-reduce, even one whose work failed
+                    let (grads, value) = match out {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = collective::finish_collective::<B::InnerBackend>(peer);
+                            return Err(e);
+                        }
+                    };
+                    let summed = grads
+                        .all_reduce::<B::InnerBackend>(peer, ReduceOperation::Sum)
+                        .map_err(|e| fail("all-reduce", e));
+                    collective::finish_collective::<B::InnerBackend>(peer).map_err(|e| fail("finish", e))?;
+                    Ok(((w == 0).then_some(summed?), value))
                 })
             })
             .collect();
@@ -196,7 +223,15 @@ pub(crate) fn data_parallel<B: AutodiffBackend>(
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|_| Err("a data-parallel worker panicked".into())))
             .collect()
-    })
+    });
+    let mut grads = None;
+    let mut values = Vec::with_capacity(peers);
+    for o in outs {
+        let (g, v) = o?;
+        grads = grads.or(g);
+        values.push(v);
+    }
+    Ok((grads.ok_or("no gradients from the first replica")?, values))
 }
 
 /// Runs (or, with `resume`, continues) pre-training in `run` as `cfg` says, data-parallel over
@@ -284,7 +319,8 @@ pub fn run<B: AutodiffBackend>(
                     Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
                 })
             });
-            for (grads, value, _) in results? {
+            let (grads, values) = results?;
+            for value in values {
                 if !value.is_finite() {
                     pb.abandon();
                     let last =
@@ -296,8 +332,8 @@ pub fn run<B: AutodiffBackend>(
                     ));
                 }
                 step_loss += value;
-                summed.accumulate(&model, grads.to_device(device, &model));
             }
+            summed.accumulate(&model, grads.to_device(device, &model));
         }
         let lr = sched.at(step as f64);
         model = optim.step(lr, model, summed.grads());
@@ -350,4 +386,60 @@ pub fn run<B: AutodiffBackend>(
         weights,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::tensor::backend::Backend;
+    use vismae_model::weights::{Values, export_state_dict};
+
+    type B = Autodiff<Flex>;
+
+    /// The summed gradient of a batch computed by `replicas` data-parallel replicas, read back as
+    /// the change one plain SGD step (lr 1) makes to every weight.
+    fn gradient(replicas: usize) -> Vec<f32> {
+        let device = Default::default();
+        B::seed(&device, 7);
+        let model: SwinMae<B> = Variant::Tiny.mae(3).init(&device);
+        let (n, size) = (6, 32);
+        let data: Vec<f32> = (0..n * 3 * size * size).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+        let plan = plan_from_seed(model.mask_geometry(size, size), n, 3).unwrap_or_else(|e| panic!("{e}"));
+        let devices = vec![device; replicas];
+        let (grads, losses) = data_parallel(&model, &devices, &data, &plan, |replica, dev, chunk, sub, offset| {
+            with_stochastic_seed(11, offset as u64, || {
+                let k = sub.batch;
+                let x = Tensor::<B, 4>::from_data(TensorData::new(chunk, [k, 3, size, size]), dev);
+                let loss = replica.forward(x, sub)?.loss * (k as f64 / n as f64);
+                let value = crate::losses::scalar(loss.clone());
+                Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
+            })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(losses.len(), replicas);
+        let (model, before) = export_state_dict::<B, _>(model);
+        let mut optim = burn::optim::SgdConfig::new().init::<B, SwinMae<B>>();
+        let (_, after) = export_state_dict::<B, _>(optim.step(1.0, model, grads));
+        let mut delta = Vec::new();
+        for (k, t) in &before.tensors {
+            if let (Values::F32(a), Values::F32(b)) = (&t.values, &after.tensors[k].values) {
+                delta.extend(a.iter().zip(b).map(|(x, y)| x - y));
+            }
+        }
+        delta
+    }
+
+    #[test]
+    fn collective_all_reduce_over_two_and_three_cpu_replicas_equals_one() {
+        let one = gradient(1);
+        assert!(one.iter().any(|v| *v != 0.0));
+        for replicas in [2, 3] {
+            let many = gradient(replicas);
+            let num: f64 = one.iter().zip(&many).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+            let den: f64 = one.iter().map(|a| f64::from(*a).powi(2)).sum();
+            let rel = (num / den).sqrt();
+            assert!(rel < 1e-5, "{replicas} replicas: summed gradient differs from one replica's by {rel:e}");
+        }
+    }
 }
