@@ -6,7 +6,7 @@ use burn::nn::Linear;
 use burn::tensor::{Distribution, Int, Tensor, TensorData, activation::softmax, backend::Backend};
 
 use crate::geometry::{WindowIndex, head_merge_index, relative_position_index, shift_attention_mask, window_index};
-use crate::layers::{Init, new_linear};
+use crate::layers::{Init, new_linear, on_rows};
 use crate::params::{self, Buffer, ParamIo, join};
 
 /// Gather indices of one attention geometry.
@@ -105,7 +105,7 @@ impl<B: Backend> WindowAttention<B> {
         let rows = Tensor::cat(vec![x.reshape([b * h * w, c]), Tensor::zeros([1, c], &device)], 0);
         let windows = rows.select(0, int(&idx.window.forward)).reshape([bn, l, c]); // [Bn, L, C]
 
-        let qkv = self.qkv.forward(windows); // [Bn, L, 3C]: [q | k | v], each head-major
+        let qkv = on_rows(windows, |r| self.qkv.forward(r)); // [Bn, L, 3C]: [q | k | v], each head-major
         let part = |k: usize| qkv.clone().narrow(2, k * c, c).reshape([bn, l, nh, hd]); // [Bn, L, nH, P]
         let q = part(0).swap_dims(1, 2).mul_scalar((hd as f64).powf(-0.5)); // [Bn, nH, L, P]
         let k = part(1).permute([0, 2, 3, 1]); // [Bn, nH, P, L]
@@ -119,9 +119,9 @@ impl<B: Backend> WindowAttention<B> {
         } else {
             attn
         };
-        let out = softmax(attn, 3).matmul(v); // [Bn, nH, L, P]
+        let out = on_rows(attn, |r| softmax(r, 1)).matmul(v); // [Bn, nH, L, P]
         let out = out.reshape([bn * nh * l, hd]).select(0, int(&idx.heads)).reshape([bn, l, c]); // [Bn, L, C]
-        let out = self.proj.forward(out);
+        let out = on_rows(out, |r| self.proj.forward(r));
         // back to token order, dropping padding
         out.reshape([bn * l, c]).select(0, int(&idx.window.reverse)).reshape([b, h, w, c])
     }

@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use crate::block::{BasicLayer, BasicLayerUp};
 use crate::config::SwinConfig;
-use crate::layers::{Init, PatchEmbed, PatchExpanding, new_conv_linear, new_layer_norm};
+use crate::layers::{Init, PatchEmbed, PatchExpanding, layer_norm, new_conv_linear, new_layer_norm, on_rows};
 use crate::params::{self, ParamIo};
 
 /// Patch embedding and the encoder stages (`patch_embed.*`, `layers.*`).
@@ -108,11 +108,11 @@ impl<B: Backend> SwinDecoder<B> {
                 if h != sh || w != sw {
                     x = x.narrow(1, 0, sh.min(h)).narrow(2, 0, sw.min(w));
                 }
-                x = reduce.forward(Tensor::cat(vec![x, skip], 3));
+                x = on_rows(Tensor::cat(vec![x, skip], 3), |r| reduce.forward(r));
             }
             x = layer.forward(x);
         }
-        self.norm_up.forward(x)
+        layer_norm(&self.norm_up, x)
     }
 
     /// Visits the parameters under the official keys.

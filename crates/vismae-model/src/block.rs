@@ -7,7 +7,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use crate::attention::WindowAttention;
 use crate::config::SwinConfig;
-use crate::layers::{Init, Mlp, PatchExpanding, PatchMerging, drop_path, new_layer_norm};
+use crate::layers::{Init, Mlp, PatchExpanding, PatchMerging, drop_path, layer_norm, new_layer_norm};
 use crate::params::{self, ParamIo, join};
 
 /// One Swin Transformer block.
@@ -29,9 +29,9 @@ impl<B: Backend> SwinBlock<B> {
     /// # Shapes
     /// `[B, H, W, C]` -> `[B, H, W, C]`
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let y = self.attn.forward(self.norm1.forward(x.clone()), self.shift);
+        let y = self.attn.forward(layer_norm(&self.norm1, x.clone()), self.shift);
         let x = x + drop_path(y, self.drop_path);
-        let y = self.mlp.forward(self.norm2.forward(x.clone()));
+        let y = self.mlp.forward(layer_norm(&self.norm2, x.clone()));
         x + drop_path(y, self.drop_path)
     }
 

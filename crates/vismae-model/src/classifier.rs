@@ -41,7 +41,7 @@ impl<B: Backend> SwinClassifier<B> {
     /// `[B, C, H, W]` -> `[B, classes]`
     pub fn forward(&self, img: Tensor<B, 4>) -> Tensor<B, 2> {
         let (x, _) = self.encoder.stages(self.encoder.embed(img));
-        let x = self.norm.forward(x); // [B, h, w, D]
+        let x = crate::layers::layer_norm(&self.norm, x); // [B, h, w, D]
         let [b, h, w, d] = x.dims();
         let pooled = x.reshape([b, h * w, d]).mean_dim(1).reshape([b, d]);
         self.head.forward(pooled)

@@ -114,7 +114,11 @@ impl<B: Backend> SwinMae<B> {
         let x = x * (m.clone().neg() + 1.0) + token * m; // masked tokens replaced
         let (latent, _) = self.encoder.stages(x);
         let y = self.decoder.forward(latent.clone(), None); // [B, gh, gw, E]
-        let pred = self.decoder_pred.forward(y).reshape([b, gh * gw, self.patch * self.patch * c]);
+        let pred = crate::layers::on_rows(y, |r| self.decoder_pred.forward(r)).reshape([
+            b,
+            gh * gw,
+            self.patch * self.patch * c,
+        ]);
 
         let loss = self.loss(img, pred.clone(), mask.clone());
         Ok(MaeOutput { loss, pred, mask, latent })

@@ -55,7 +55,7 @@ impl<B: Backend> SwinUnet<B> {
         let (x, skips) = self.encoder.stages(x);
         let x = self.decoder.forward(x, Some(&skips));
         let x = self.final_patch_expanding.forward(x); // [B, H', W', E]
-        let logits = self.head.forward(x); // [B, H', W', K]
+        let logits = crate::layers::on_rows(x, |r| self.head.forward(r)); // [B, H', W', K]
         let [_, hp, wp, _] = logits.dims();
         let logits = if hp != h || wp != w { logits.narrow(1, 0, h).narrow(2, 0, w) } else { logits };
         logits.permute([0, 3, 1, 2])
