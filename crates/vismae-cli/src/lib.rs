@@ -220,6 +220,12 @@ impl IntensityArgs {
 /// Parses the command line, runs the command, and maps errors to exit status 1 with a message.
 pub fn main() -> ExitCode {
     vismae_data::guard::install_panic_hook();
+    // batch-parallel inference: one worker per core on the CPU build, the one GPU otherwise
+    vismae_train::parallel::set_workers(if cfg!(feature = "cuda") {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

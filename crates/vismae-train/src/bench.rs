@@ -97,15 +97,22 @@ pub fn unet_inference<B: Backend>(
     let mut times = Vec::new();
     for step in 0..=steps {
         let t = Instant::now();
-        let y = model.forward(x.clone());
-        let _ = y.into_data();
+        // the batch split over the CPU workers (one on a GPU build), as `predict` runs it
+        let parts = crate::parallel::map_chunks(batch, |a, b| {
+            model.forward(x.clone().narrow(0, a, b - a)).into_data().as_bytes().len()
+        });
+        debug_assert_eq!(parts.len(), crate::parallel::workers().clamp(1, batch));
         if step > 0 {
             times.push(t.elapsed().as_secs_f64());
         }
     }
     let m = median(times);
     Ok(BenchResult {
-        what: format!("Swin-UNet inference, {} batch {batch} at {size}px", variant.name()),
+        what: format!(
+            "Swin-UNet inference, {} batch {batch} at {size}px, {} worker(s)",
+            variant.name(),
+            crate::parallel::workers().clamp(1, batch)
+        ),
         median_s: m,
         images_per_s: batch as f64 / m,
         peak_rss_mib: peak_rss_mib(),

@@ -20,6 +20,7 @@ use vismae_model::{SwinClassifier, Variant};
 
 use crate::augment::{self, Augment};
 use crate::finetune::{LoopSettings, Task, Validation, train};
+use crate::parallel::forward_split;
 use crate::run_dir::RunDir;
 
 /// Settings of a classification fine-tuning run.
@@ -159,7 +160,7 @@ fn validate<B: Backend>(
             TensorData::new(chunk.iter().flat_map(|e| e.target.clone()).collect::<Vec<_>>(), [chunk.len(), classes]),
             device,
         );
-        let logits = model.forward(x);
+        let logits = forward_split(x, |x| model.forward(x));
         let l = crate::losses::scalar(loss(logits.clone(), t, weights.clone(), multi));
         total += l * chunk.len() as f64;
         let p = if multi { sigmoid(logits) } else { softmax(logits, 1) };

@@ -21,6 +21,7 @@ use vismae_model::{SwinUnet, Variant};
 use crate::augment::{self, Augment};
 use crate::finetune::{LoopSettings, Task, Validation, train};
 use crate::losses::{one_hot, seg_loss};
+use crate::parallel::forward_split;
 use crate::run_dir::RunDir;
 
 /// Settings of a segmentation fine-tuning run.
@@ -176,7 +177,8 @@ fn validate<B: burn::tensor::backend::Backend>(
             images.extend(v);
         }
         let x = batch_input::<B>(images, chunk.len(), s, device);
-        let pred: Vec<i64> = model.forward(x).argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
+        let pred: Vec<i64> =
+            forward_split(x, |x| model.forward(x)).argmax(1).into_data().convert::<i64>().to_vec().unwrap_or_default();
         let px = s.size * s.size;
         for (i, e) in chunk.iter().enumerate() {
             let p: Vec<u8> = pred[i * px..(i + 1) * px].iter().map(|&v| v as u8).collect();

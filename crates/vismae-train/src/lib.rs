@@ -9,6 +9,7 @@ pub mod finetune;
 pub mod finetune_cls;
 pub mod finetune_seg;
 pub mod losses;
+pub mod parallel;
 pub mod phantom;
 pub mod predict_cls;
 pub mod predict_seg;

@@ -13,6 +13,7 @@ use vismae_model::weights::{LoadOptions, apply_state_dict, read_state_dict};
 use vismae_model::{SwinClassifier, Variant};
 
 use crate::finetune_cls::{ClsSettings, input, load_image};
+use crate::parallel::forward_split;
 
 /// A fine-tuned classifier with the settings it was trained with.
 pub struct ClsModel<B: Backend> {
@@ -79,7 +80,7 @@ impl<B: Backend> ClsModel<B> {
             for f in chunk {
                 data.extend(load_image(f, s.size)?);
             }
-            let logits = self.model.forward(input::<B>(data, chunk.len(), s, device));
+            let logits = forward_split(input::<B>(data, chunk.len(), s, device), |x| self.model.forward(x));
             let p = if self.multi_label { sigmoid(logits) } else { softmax(logits, 1) };
             let p: Vec<f64> = p.into_data().convert::<f64>().to_vec().unwrap_or_default();
             out.extend(p.chunks(c).map(<[f64]>::to_vec));

@@ -19,6 +19,7 @@ use vismae_model::weights::{LoadOptions, apply_state_dict, read_state_dict};
 use vismae_model::{SwinUnet, Variant};
 
 use crate::finetune_seg::SegSettings;
+use crate::parallel::forward_split;
 
 /// A fine-tuned segmentation model with the settings it was trained with.
 pub struct SegModel<B: Backend> {
@@ -99,7 +100,7 @@ impl<B: Backend> SegModel<B> {
             }
             let x = Tensor::<B, 4>::from_data(TensorData::new(data, [chunk.len(), 1, n, n]), device);
             let x = if s.in_chans == 3 { x.repeat_dim(1, 3) } else { x };
-            let probs = burn::tensor::activation::softmax(self.model.forward(x), 1);
+            let probs = burn::tensor::activation::softmax(forward_split(x, |x| self.model.forward(x)), 1);
             let p: Vec<f32> = probs.into_data().convert::<f32>().to_vec().unwrap_or_default();
             for (i, r) in chunk.iter().enumerate() {
                 let plane = |k: usize| &p[(i * c + k) * n * n..(i * c + k + 1) * n * n];
