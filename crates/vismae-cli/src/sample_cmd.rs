@@ -165,7 +165,7 @@ pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> anyho
         return Ok(SampleSets { pretrain, labelled, origin });
     }
     let labelled = out.join("Dataset002_Phantoms");
-    phantom_set(&labelled, 40, size, seed)?;
+    phantom_set(&labelled, 120, size, seed)?;
     let unlabelled = out.join("phantoms-unlabelled");
     std::fs::create_dir_all(&unlabelled).map_err(io(&unlabelled))?;
     for i in 0..512u64 {
