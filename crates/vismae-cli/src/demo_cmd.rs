@@ -10,12 +10,13 @@ use std::time::Instant;
 use vismae_data::labelled::{self, Sample};
 use vismae_data::splits::{Item, grouped_kfold};
 use vismae_model::weights::read_state_dict;
+use vismae_train::finetune::FinetuneConfig;
 use vismae_train::finetune_seg::{self, SegSettings};
 use vismae_train::pretrain::{self, resolve};
 use vismae_train::pretrain_config::PretrainSettings;
 use vismae_train::run_dir::RunDir;
 
-use crate::{TrainBackend, device, devices};
+use crate::{TrainBackend, absolute, device, devices};
 
 /// Settings of the demo.
 #[derive(clap::Args, Debug, Clone)]
@@ -46,12 +47,8 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
-}
-
 /// Copies the label maps of `cases` into `dir`, named as predictions are (`<case><ending>`).
-fn gt_folder(set: &labelled::LabelledSet, cases: &[&Sample], dir: &Path) -> anyhow::Result<()> {
+fn gt_folder(cases: &[&Sample], dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for s in cases {
         if let labelled::Target::Mask(m) = &s.target {
@@ -60,7 +57,6 @@ fn gt_folder(set: &labelled::LabelledSet, cases: &[&Sample], dir: &Path) -> anyh
             std::fs::copy(m, dir.join(format!("{}{ending}", s.id)))?;
         }
     }
-    let _ = set;
     Ok(())
 }
 
@@ -98,7 +94,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     };
     let cfg = resolve(&settings, &sets.pretrain).map_err(anyhow::Error::msg)?;
     let mae_dir = RunDir::create(&out.join("runs/pretrain"))?;
-    mae_dir.write_atomic("config.json", serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+    mae_dir.write_json("config.json", &cfg)?;
     let devs = devices(settings.devices);
     let pt = pretrain::run::<TrainBackend>(&cfg, &mae_dir, &devs, false, false).map_err(anyhow::Error::msg)?;
     println!(
@@ -120,7 +116,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     let pick = |ids: &[String]| -> Vec<&Sample> { set.samples.iter().filter(|s| ids.contains(&s.id)).collect() };
     let test = pick(&test_ids);
     let gt = out.join("data/test-labels");
-    gt_folder(&set, &test, &gt)?;
+    gt_folder(&test, &gt)?;
     println!(
         "      {} cases: {} test, {} train, {} validation",
         set.samples.len(),
@@ -161,12 +157,20 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
                 ..SegSettings::default()
             };
             let init_path = if init == "scratch" { "scratch".to_string() } else { mae_weights.display().to_string() };
-            let config = serde_json::json!({
-                "task": "segmentation", "data": sets.labelled, "init": init_path, "fold": 0, "fraction": fraction,
-                "splits": splits_path, "train_cases": train_ids, "val_cases": folds[0].val, "test_cases": test_ids,
-                "classes": set.classes, "settings": serde_json::to_value(&s)?,
-            });
-            run_dir.write_atomic("config.json", serde_json::to_string_pretty(&config)?.as_bytes())?;
+            let config = FinetuneConfig {
+                task: "segmentation".into(),
+                data: sets.labelled.clone(),
+                init: init_path,
+                fold: 0,
+                fraction,
+                splits: Some(splits_path.clone()),
+                train_cases: train_ids.clone(),
+                val_cases: folds[0].val.clone(),
+                test_cases: test_ids.clone(),
+                classes: set.classes.clone(),
+                settings: serde_json::to_value(&s)?,
+            };
+            run_dir.write_json("config.json", &config)?;
             let sd = (init != "scratch").then_some(&init_sd);
             let r = finetune_seg::run::<TrainBackend>(
                 &set,

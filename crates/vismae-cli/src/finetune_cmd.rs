@@ -7,11 +7,12 @@ use clap::Subcommand;
 use vismae_data::labelled::{self, Sample};
 use vismae_data::splits::{Item, grouped_kfold};
 use vismae_model::weights::{ModelKind, detect, read_state_dict};
+use vismae_train::finetune::FinetuneConfig;
 use vismae_train::finetune_cls::{self, ClsSettings};
 use vismae_train::finetune_seg::{self, SegSettings};
 use vismae_train::run_dir::RunDir;
 
-use crate::{TrainBackend, device};
+use crate::{TrainBackend, absolute, device};
 
 #[derive(Subcommand, Debug)]
 pub enum FinetuneCommand {
@@ -109,16 +110,13 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
         FinetuneCommand::Seg(a) => ("segmentation", a),
         FinetuneCommand::Cls(a) => ("classification", a),
     };
-    let (config, run_dir, resume) = match &a.resume {
+    let (config, run_dir, resume, set, init_sd) = match &a.resume {
         Some(dir) => {
             let run_dir = RunDir::open_existing(dir)?;
-            let path = run_dir.join("config.json");
-            let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            if config["task"] != task {
-                anyhow::bail!("{} is a {} run, not {task}", dir.display(), config["task"]);
-            }
-            (config, run_dir, true)
+            let config = FinetuneConfig::read(dir, Some(task)).map_err(anyhow::Error::msg)?;
+            let set = labelled::open(&config.data)?;
+            let init_sd = read_init(&config.init)?;
+            (config, run_dir, true, set, init_sd)
         }
         None => {
             let settings_json = if task == "segmentation" {
@@ -132,39 +130,39 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
                 _ => anyhow::bail!("--data, --init and --out are needed (or --resume RUN)"),
             };
             let set = labelled::open(data)?;
-            let (train_ids, val_ids) = fold_ids(&a.splits, &set.samples, a.folds, a.fold, a.fraction, seed)?;
-            read_init(init)?; // fail before the run folder exists
+            let (train_cases, val_cases) = fold_ids(&a.splits, &set.samples, a.folds, a.fold, a.fraction, seed)?;
+            let init_sd = read_init(init)?; // fails before the run folder exists
             let run_dir = RunDir::create(out)?;
-            let config = serde_json::json!({
-                "task": task, "data": std::path::absolute(data).unwrap_or(data.clone()),
-                "init": if init.eq_ignore_ascii_case("scratch") { init.clone() } else { std::path::absolute(init).map(|p| p.display().to_string()).unwrap_or(init.clone()) },
-                "fold": a.fold, "fraction": a.fraction, "splits": a.splits, "train_cases": train_ids, "val_cases": val_ids,
-                "classes": set.classes, "settings": settings_json,
-            });
-            run_dir.write_atomic("config.json", serde_json::to_string_pretty(&config)?.as_bytes())?;
-            (config, run_dir, false)
+            let config = FinetuneConfig {
+                task: task.into(),
+                data: absolute(data),
+                init: if init_sd.is_none() { init.clone() } else { absolute(init.as_ref()).display().to_string() },
+                fold: a.fold,
+                fraction: a.fraction,
+                splits: a.splits.clone(),
+                train_cases,
+                val_cases,
+                test_cases: Vec::new(),
+                classes: set.classes.clone(),
+                settings: settings_json,
+            };
+            run_dir.write_json("config.json", &config)?;
+            (config, run_dir, false, set, init_sd)
         }
     };
-    let text = |k: &str| config[k].as_str().map(str::to_string).ok_or_else(|| anyhow::anyhow!("config.json: no {k}"));
-    let ids = |k: &str| -> Vec<String> {
-        config[k].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect()
-    };
-    let (data, init) = (PathBuf::from(text("data")?), text("init")?);
-    let set = labelled::open(&data)?;
-    let (train_ids, val_ids) = (ids("train_cases"), ids("val_cases"));
+    let init = &config.init;
     let pick = |ids: &[String]| -> Vec<&Sample> { set.samples.iter().filter(|x| ids.contains(&x.id)).collect() };
-    let (train, val) = (pick(&train_ids), pick(&val_ids));
-    let init_sd = read_init(&init)?;
+    let (train, val) = (pick(&config.train_cases), pick(&config.val_cases));
     let out = run_dir.path().to_path_buf();
     println!(
         "fine-tuning for {task} from {init}: fold {}, {:.0} % of its training cases ({} train, {} val cases){}",
-        config["fold"],
-        config["fraction"].as_f64().unwrap_or(1.0) * 100.0,
+        config.fold,
+        config.fraction * 100.0,
         train.len(),
         val.len(),
         if resume { ", resuming" } else { "" }
     );
-    let settings_json = config["settings"].clone();
+    let settings_json = config.settings.clone();
     let (resumed, transferred) = if task == "segmentation" {
         let s: SegSettings = serde_json::from_value(settings_json)?;
         let r =

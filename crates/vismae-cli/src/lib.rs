@@ -41,6 +41,11 @@ pub fn devices(n: usize) -> Vec<<Backend as burn::tensor::backend::BackendTypes>
     }
 }
 
+/// `p` made absolute (as given when that fails), for paths recorded in run configs.
+pub(crate) fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// The device of [`Backend`].
 pub fn device() -> <Backend as burn::tensor::backend::BackendTypes>::Device {
     Default::default()
@@ -386,26 +391,16 @@ fn predict(
     probabilities: bool,
 ) -> anyhow::Result<()> {
     use vismae_train::{predict_cls, predict_seg};
-    let task = predict_cls::run_task(model).map_err(anyhow::Error::msg)?;
+    let config = vismae_train::finetune::FinetuneConfig::read(model, None).map_err(anyhow::Error::msg)?;
+    let task = config.task.as_str();
     // (name, file, target): named by case id when they come from a labelled set
     let mut items: Vec<(String, PathBuf, Option<vismae_data::labelled::Target>)> =
         inputs.iter().map(|p| (predict_seg::stem(p), p.clone(), None)).collect();
     if let Some(data) = &data {
         let set = vismae_data::labelled::open(data)?;
-        let keep: Option<Vec<String>> = match cases {
+        let keep: Option<&[String]> = match cases {
             "all" => None,
-            "val" => {
-                let cfg: serde_json::Value =
-                    serde_json::from_str(&std::fs::read_to_string(model.join("config.json"))?)?;
-                Some(
-                    cfg["val_cases"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect(),
-                )
-            }
+            "val" => Some(&config.val_cases),
             other => anyhow::bail!("--cases {other:?}: use all or val"),
         };
         for s in set.samples {

@@ -106,7 +106,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
             let (data, out) = (a.data.clone().unwrap_or_default(), a.out.clone().unwrap_or_default());
             let cfg = resolve(&settings(&a)?, &data).map_err(anyhow::Error::msg)?;
             let run_dir = RunDir::create(&out)?;
-            run_dir.write_atomic("config.json", serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+            run_dir.write_json("config.json", &cfg)?;
             (cfg, run_dir, false)
         }
     };

@@ -4,20 +4,20 @@
 //! draw (order, augmentation, stochastic depth) is a function of the seed, the epoch and the step,
 //! so a resumed run logs exactly what the uninterrupted run logs.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use vismae_model::layers::with_stochastic_seed;
-use vismae_model::weights::{Visit, export_state_dict, safetensors_io};
+use vismae_model::weights::{LoadOptions, StateDict, Visit, apply_state_dict, export_state_dict, safetensors_io};
 
 use crate::checkpoint;
 use crate::pretrain::mix;
@@ -88,16 +88,84 @@ pub struct LoopOutcome {
     pub resumed_from: Option<usize>,
 }
 
-fn bar(epochs: usize, start: usize) -> ProgressBar {
-    let pb = ProgressBar::new(epochs as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} epochs {msg} ({elapsed}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix("finetune");
-    pb.set_position(start as u64);
-    pb
+/// What `RUN/config.json` of a fine-tuning run holds: enough to resume it, predict with it and
+/// report it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    /// `segmentation` or `classification`.
+    pub task: String,
+    /// The labelled set.
+    pub data: PathBuf,
+    /// Initial MAE weights, or `scratch`.
+    pub init: String,
+    /// Fold trained.
+    pub fold: usize,
+    /// Fraction of the fold's training cases.
+    pub fraction: f64,
+    /// The splits file, when one was given.
+    pub splits: Option<PathBuf>,
+    /// Training case ids.
+    pub train_cases: Vec<String>,
+    /// Validation case ids.
+    pub val_cases: Vec<String>,
+    /// Held-out test case ids, when the run has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_cases: Vec<String>,
+    /// Class names of the labelled set.
+    pub classes: Vec<String>,
+    /// `SegSettings` or `ClsSettings`.
+    pub settings: Value,
+}
+
+impl FinetuneConfig {
+    /// Reads `RUN/config.json`, which must be a run of `task` (any task when `None`).
+    pub fn read(run: &Path, task: Option<&str>) -> Result<Self, String> {
+        let path = run.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e} (is this a `vismae finetune` run?)", path.display()))?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        match task {
+            Some(t) if cfg.task != t => Err(format!("{} is a {} run, not {t}", run.display(), cfg.task)),
+            _ => Ok(cfg),
+        }
+    }
+}
+
+/// Loads pre-trained weights into a fine-tuning model by name and shape and writes the key-by-key
+/// report to `RUN/transfer_report.txt`; returns the model and the number of tensors applied.
+pub(crate) fn apply_init<B: Backend, M: Visit<B>>(
+    model: M,
+    sd: &StateDict,
+    run: &RunDir,
+) -> Result<(M, usize), String> {
+    let (model, report) = apply_state_dict(model, sd, LoadOptions::default()).map_err(|e| e.to_string())?;
+    run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
+    Ok((model, report.applied.len()))
+}
+
+/// Loads `RUN/best.safetensors` into the network `build` makes for the class count its head
+/// has; returns the network and that count. Every tensor of the network must be in the file.
+pub fn load_best<B: Backend, M: Visit<B>>(run: &Path, build: impl FnOnce(usize) -> M) -> Result<(M, usize), String> {
+    let weights = run.join("best.safetensors");
+    let sd = vismae_model::weights::read_state_dict(&weights).map_err(|e| e.to_string())?;
+    let classes = sd
+        .tensors
+        .get("head.weight")
+        .map(|t| t.shape[0])
+        .ok_or_else(|| format!("{}: no head.weight", weights.display()))?;
+    let (model, report) = apply_state_dict(build(classes), &sd, LoadOptions::default()).map_err(|e| e.to_string())?;
+    if let Some(first) = report.missing.first() {
+        return Err(format!("{}: {} tensors missing ({first}...)", weights.display(), report.missing.len()));
+    }
+    Ok((model, classes))
+}
+
+/// Both parts of a split must hold examples.
+pub(crate) fn check_sizes(train: usize, val: usize) -> Result<(), String> {
+    if train == 0 || val == 0 {
+        return Err(format!("{train} training and {val} validation images: both must be non-empty"));
+    }
+    Ok(())
 }
 
 /// Trains `model` on `task` in `run` (continuing from the latest checkpoint with `resume`);
@@ -130,7 +198,7 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
         checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", 0)?;
     }
     let sched = WarmupCosine { lr: ls.lr.0, min_lr: ls.lr.1, warmup: ls.warmup_epochs, total: ls.epochs as f64 };
-    let pb = bar(ls.epochs, state.epoch);
+    let pb = RunDir::bar(ls.epochs, state.epoch, "finetune", "epochs");
     for epoch in state.epoch..ls.epochs {
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(mix(ls.seed, epoch as u64, 0x6570_6f63));

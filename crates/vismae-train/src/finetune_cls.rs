@@ -19,7 +19,7 @@ use vismae_model::weights::StateDict;
 use vismae_model::{SwinClassifier, Variant};
 
 use crate::augment::{self, Augment};
-use crate::finetune::{LoopSettings, Task, Validation, train};
+use crate::finetune::{LoopSettings, Task, Validation, apply_init, check_sizes, train};
 use crate::parallel::forward_split;
 use crate::run_dir::RunDir;
 
@@ -244,13 +244,7 @@ pub fn run<B: AutodiffBackend>(
     let multi = set.multi_label;
     let train_ex = prepare(train_cases, s.size, classes, multi)?;
     let val_ex = prepare(val_cases, s.size, classes, multi)?;
-    if train_ex.is_empty() || val_ex.is_empty() {
-        return Err(format!(
-            "{} training and {} validation images: both must be non-empty",
-            train_ex.len(),
-            val_ex.len()
-        ));
-    }
+    check_sizes(train_ex.len(), val_ex.len())?;
     let counts: Vec<f64> = (0..classes).map(|c| train_ex.iter().filter(|e| e.target[c] > 0.5).count() as f64).collect();
     let weights: Vec<f32> = counts
         .iter()
@@ -261,7 +255,7 @@ pub fn run<B: AutodiffBackend>(
     let mut model: SwinClassifier<B> = variant.classifier(s.in_chans, classes).init(device);
     let mut transferred = 0;
     if let Some(sd) = init {
-        (model, transferred) = crate::finetune_seg::apply_init(model, sd, run)?;
+        (model, transferred) = apply_init(model, sd, run)?;
     }
     let task = ClsTask { train: train_ex, val: val_ex, s, weights, multi };
     let ls = LoopSettings {
@@ -284,16 +278,11 @@ pub fn run<B: AutodiffBackend>(
         seconds: started.elapsed().as_secs_f64(),
         resumed_from: done.resumed_from,
     };
-    run.write_atomic(
-        "summary.json",
-        serde_json::to_string_pretty(&json!({
-            "best_val_loss": out.best.0, "best_epoch": out.best.1,
-            "val_auc_macro_at_best": if out.best_auc.is_finite() { json!(out.best_auc) } else { json!(null) },
-            "classes": set.classes, "multi_label": multi, "tensors_transferred": out.transferred, "seconds": out.seconds,
-        }))
-        .unwrap_or_default()
-        .as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
+    let summary = json!({
+        "best_val_loss": out.best.0, "best_epoch": out.best.1,
+        "val_auc_macro_at_best": if out.best_auc.is_finite() { json!(out.best_auc) } else { json!(null) },
+        "classes": set.classes, "multi_label": multi, "tensors_transferred": out.transferred, "seconds": out.seconds,
+    });
+    run.write_json("summary.json", &summary).map_err(|e| e.to_string())?;
     Ok(out)
 }

@@ -13,13 +13,11 @@ use serde_json::json;
 use vismae_data::labelled::{LabelledSet, Sample, seg_pairs};
 use vismae_data::volume::Plane;
 use vismae_metrics::SegAccumulator;
-use vismae_model::weights::{
-    DecoderInit, LoadOptions, StateDict, Visit, apply_state_dict, mirror_encoder_into_decoder,
-};
+use vismae_model::weights::{DecoderInit, StateDict, mirror_encoder_into_decoder};
 use vismae_model::{SwinUnet, Variant};
 
 use crate::augment::{self, Augment};
-use crate::finetune::{LoopSettings, Task, Validation, train};
+use crate::finetune::{LoopSettings, Task, Validation, apply_init, check_sizes, train};
 use crate::losses::{one_hot, seg_loss};
 use crate::parallel::forward_split;
 use crate::run_dir::RunDir;
@@ -108,18 +106,6 @@ pub struct SegOutcome {
     pub seconds: f64,
     /// Epoch the run resumed after, if it did.
     pub resumed_from: Option<usize>,
-}
-
-/// Loads pre-trained weights into a fine-tuning model by name and shape and writes the key-by-key
-/// report to `RUN/transfer_report.txt`; returns the model and the number of tensors applied.
-pub(crate) fn apply_init<B: burn::tensor::backend::Backend, M: Visit<B>>(
-    model: M,
-    sd: &StateDict,
-    run: &RunDir,
-) -> Result<(M, usize), String> {
-    let (model, report) = apply_state_dict(model, sd, LoadOptions::default()).map_err(|e| e.to_string())?;
-    run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
-    Ok((model, report.applied.len()))
 }
 
 /// One prepared 2-D example: `size * size` grey values (before min-max) and class indices.
@@ -256,13 +242,7 @@ pub fn run<B: AutodiffBackend>(
     let val_ex = prepare(val_cases, s, bound)?;
     let seen = train_ex.iter().chain(&val_ex).flat_map(|e| e.mask.iter().copied()).max().unwrap_or(0) as usize + 1;
     let classes = set.classes.len().max(seen).max(2);
-    if train_ex.is_empty() || val_ex.is_empty() {
-        return Err(format!(
-            "{} training and {} validation images: both must be non-empty",
-            train_ex.len(),
-            val_ex.len()
-        ));
-    }
+    check_sizes(train_ex.len(), val_ex.len())?;
     B::seed(device, s.seed);
     let variant = Variant::from_name(&s.variant).ok_or_else(|| format!("unknown variant {:?}", s.variant))?;
     let mut model: SwinUnet<B> = variant.unet(s.in_chans, classes).init(device);
@@ -299,15 +279,10 @@ pub fn run<B: AutodiffBackend>(
         seconds: started.elapsed().as_secs_f64(),
         resumed_from: done.resumed_from,
     };
-    run.write_atomic(
-        "summary.json",
-        serde_json::to_string_pretty(&json!({
-            "best_val_dice": out.best.0, "best_epoch": out.best.1, "train_images": out.images.0, "val_images": out.images.1,
-            "classes": classes, "tensors_transferred": out.transferred, "seconds": out.seconds,
-        }))
-        .unwrap_or_default()
-        .as_bytes(),
-    )
-    .map_err(|e| e.to_string())?;
+    let summary = json!({
+        "best_val_dice": out.best.0, "best_epoch": out.best.1, "train_images": out.images.0, "val_images": out.images.1,
+        "classes": classes, "tensors_transferred": out.transferred, "seconds": out.seconds,
+    });
+    run.write_json("summary.json", &summary).map_err(|e| e.to_string())?;
     Ok(out)
 }

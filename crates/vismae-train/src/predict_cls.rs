@@ -9,9 +9,9 @@ use std::path::Path;
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use vismae_data::labelled::Target;
-use vismae_model::weights::{LoadOptions, apply_state_dict, read_state_dict};
 use vismae_model::{SwinClassifier, Variant};
 
+use crate::finetune::{FinetuneConfig, load_best};
 use crate::finetune_cls::{ClsSettings, input, load_image};
 use crate::parallel::forward_split;
 
@@ -25,47 +25,19 @@ pub struct ClsModel<B: Backend> {
     pub multi_label: bool,
 }
 
-/// The task (`segmentation` or `classification`) of a fine-tuning run folder.
-pub fn run_task(run: &Path) -> Result<String, String> {
-    let path = run.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("{}: {e} (is this a `vismae finetune` run?)", path.display()))?;
-    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    cfg["task"].as_str().map(str::to_string).ok_or_else(|| format!("{}: no task", path.display()))
-}
-
 /// Loads `RUN/config.json`, `RUN/summary.json` and `RUN/best.safetensors` of a `finetune cls` run.
 pub fn load_run<B: Backend>(run: &Path, device: &B::Device) -> Result<ClsModel<B>, String> {
-    let read = |name: &str| -> Result<serde_json::Value, String> {
-        let path = run.join(name);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    };
-    let cfg = read("config.json")?;
-    if cfg["task"] != "classification" {
-        return Err(format!("{}: not a classification run", run.join("config.json").display()));
-    }
-    let settings: ClsSettings = serde_json::from_value(cfg["settings"].clone()).map_err(|e| e.to_string())?;
-    let multi_label = read("summary.json").map(|v| v["multi_label"].as_bool().unwrap_or(false)).unwrap_or(false);
-    let weights = run.join("best.safetensors");
-    let sd = read_state_dict(&weights).map_err(|e| e.to_string())?;
-    let n = sd
-        .tensors
-        .get("head.weight")
-        .map(|t| t.shape[0])
-        .ok_or_else(|| format!("{}: no head.weight", weights.display()))?;
-    let mut classes: Vec<String> =
-        cfg["classes"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
-    if classes.len() != n {
-        classes = (0..n).map(|k| k.to_string()).collect();
-    }
+    let cfg = FinetuneConfig::read(run, Some("classification"))?;
+    let settings: ClsSettings = serde_json::from_value(cfg.settings).map_err(|e| format!("{}: {e}", run.display()))?;
+    let multi_label = std::fs::read_to_string(run.join("summary.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["multi_label"].as_bool())
+        .unwrap_or(false);
     let variant =
         Variant::from_name(&settings.variant).ok_or_else(|| format!("unknown variant {:?}", settings.variant))?;
-    let model: SwinClassifier<B> = variant.classifier(settings.in_chans, n).init(device);
-    let (model, report) = apply_state_dict(model, &sd, LoadOptions::default()).map_err(|e| e.to_string())?;
-    if !report.missing.is_empty() {
-        return Err(format!("{}: {} tensors missing", weights.display(), report.missing.len()));
-    }
+    let (model, n) = load_best(run, |n| variant.classifier(settings.in_chans, n).init::<B>(device))?;
+    let classes = if cfg.classes.len() == n { cfg.classes } else { (0..n).map(|k| k.to_string()).collect() };
     Ok(ClsModel { model, settings, classes, multi_label })
 }
 

@@ -14,10 +14,10 @@ use burn::tensor::{Tensor, TensorData};
 use vismae_data::raster::Raster;
 use vismae_data::series::{group_series, series_affine, series_volume};
 use vismae_data::source::{Format, SliceOptions, Source};
-use vismae_data::volume::{Plane, Volume, write_nifti_affine, write_nifti_labels_like, write_nifti_like};
-use vismae_model::weights::{LoadOptions, apply_state_dict, read_state_dict};
+use vismae_data::volume::{Plane, Volume, write_nifti_affine, write_nifti_like};
 use vismae_model::{SwinUnet, Variant};
 
+use crate::finetune::{FinetuneConfig, load_best};
 use crate::finetune_seg::SegSettings;
 use crate::parallel::forward_split;
 
@@ -31,34 +31,11 @@ pub struct SegModel<B: Backend> {
 
 /// Loads `RUN/config.json` and `RUN/best.safetensors` of a `vismae finetune seg` run.
 pub fn load_run<B: Backend>(run: &Path, device: &B::Device) -> Result<SegModel<B>, String> {
-    let cfg_path = run.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|e| format!("{}: {e} (is this a `vismae finetune seg` run?)", cfg_path.display()))?;
-    let cfg: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    if cfg["task"] != "segmentation" {
-        return Err(format!("{}: not a segmentation run", cfg_path.display()));
-    }
-    let settings: SegSettings =
-        serde_json::from_value(cfg["settings"].clone()).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let weights = run.join("best.safetensors");
-    let sd = read_state_dict(&weights).map_err(|e| e.to_string())?;
-    let classes = sd
-        .tensors
-        .get("head.weight")
-        .map(|t| t.shape[0])
-        .ok_or_else(|| format!("{}: no head.weight", weights.display()))?;
+    let cfg = FinetuneConfig::read(run, Some("segmentation"))?;
+    let settings: SegSettings = serde_json::from_value(cfg.settings).map_err(|e| format!("{}: {e}", run.display()))?;
     let variant =
         Variant::from_name(&settings.variant).ok_or_else(|| format!("unknown variant {:?}", settings.variant))?;
-    let model: SwinUnet<B> = variant.unet(settings.in_chans, classes).init(device);
-    let (model, report) = apply_state_dict(model, &sd, LoadOptions::default()).map_err(|e| e.to_string())?;
-    if !report.missing.is_empty() {
-        return Err(format!(
-            "{}: {} tensors missing ({:?}...)",
-            weights.display(),
-            report.missing.len(),
-            report.missing.first()
-        ));
-    }
+    let (model, classes) = load_best(run, |classes| variant.unet(settings.in_chans, classes).init::<B>(device))?;
     Ok(SegModel { model, settings, classes })
 }
 
@@ -231,10 +208,7 @@ fn predict_volume<B: Backend>(
         Geometry::Affine(a) => write_nifti_affine(path, vol, as_labels, a).map_err(|e| e.to_string()),
     };
     let path = fresh(out.join(format!("{name}.nii.gz")))?;
-    match geometry {
-        Geometry::Template(t) => write_nifti_labels_like(&path, t, &labels).map_err(|e| e.to_string())?,
-        Geometry::Affine(_) => write(&path, &labels, true)?,
-    }
+    write(&path, &labels, true)?;
     written.push(path);
     if opts.probabilities {
         let c = m.classes;

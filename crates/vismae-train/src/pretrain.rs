@@ -13,7 +13,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vismae_data::dataset::reader::{Filter, LoaderOptions, ShardedDataset, epoch_batches_from};
@@ -135,18 +135,6 @@ pub fn latest_checkpoint(run: &RunDir) -> Option<(usize, PathBuf)> {
 }
 
 type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SwinMae<B>, B>;
-
-fn bar(total: usize, start: usize) -> ProgressBar {
-    let pb = ProgressBar::new(total as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} steps {msg} ({elapsed}, eta {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.set_prefix("pretrain");
-    pb.set_position(start as u64);
-    pb
-}
 
 type ReplicaOut = (GradientsParams, f64);
 
@@ -278,7 +266,7 @@ pub fn run<B: AutodiffBackend>(
         WarmupCosine { lr: s.lr, min_lr: s.min_lr, warmup: cfg.warmup_steps as f64, total: cfg.total_steps as f64 };
     let lo =
         LoaderOptions { batch_size: s.batch_size, seed: s.seed, workers: s.workers, hflip: s.hflip, drop_last: true };
-    let pb = if quiet { ProgressBar::hidden() } else { bar(cfg.total_steps, start) };
+    let pb = if quiet { ProgressBar::hidden() } else { RunDir::bar(cfg.total_steps, start, "pretrain", "steps") };
     let micro_per_epoch = cfg.steps_per_epoch * s.accum_steps;
     let mut batches: Option<Box<dyn Iterator<Item = vismae_data::dataset::reader::Batch>>> = None;
     let mut current_epoch = usize::MAX;

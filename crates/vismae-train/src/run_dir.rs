@@ -70,6 +70,29 @@ impl RunDir {
         writeln!(f, "{value}").map_err(io)
     }
 
+    /// Writes `value` as pretty JSON to `name`, through a temporary file and a rename.
+    pub fn write_json(&self, name: &str, value: &impl serde::Serialize) -> Result<(), RunDirError> {
+        let text = serde_json::to_string_pretty(value).map_err(|e| RunDirError::Io {
+            path: self.join(name),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        self.write_atomic(name, text.as_bytes())
+    }
+
+    /// Progress bar of a run: `prefix [====>   ] pos/len unit msg (elapsed, eta)`, at `start`.
+    pub fn bar(total: usize, start: usize, prefix: &'static str, unit: &str) -> indicatif::ProgressBar {
+        let pb = indicatif::ProgressBar::new(total as u64);
+        let template = format!("{{prefix:>9}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} ({{elapsed}}, eta {{eta}})");
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(prefix);
+        pb.set_position(start as u64);
+        pb
+    }
+
     /// Writes `name` whole, through a temporary file and a rename.
     pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), RunDirError> {
         let path = self.join(name);

