@@ -20,7 +20,7 @@ pub struct IngestArgs {
     #[arg(long, default_value = "auto")]
     modality: String,
     /// Planes to slice volumes along, comma-separated: axial, coronal, sagittal.
-    #[arg(long, default_value = "axial", value_delimiter = ',')]
+    #[arg(long, value_enum, default_value = "axial", value_delimiter = ',')]
     planes: Vec<Plane>,
     /// Take every N-th volume slice.
     #[arg(long, default_value_t = 1)]
@@ -35,7 +35,7 @@ pub struct IngestArgs {
     #[arg(long)]
     jobs: Option<usize>,
     #[command(flatten)]
-    intensity: crate::IntensityArgs,
+    intensity: crate::args::IntensityArgs,
     /// Images per shard.
     #[arg(long, default_value_t = 1024)]
     shard_size: usize,

@@ -1,16 +1,17 @@
-//! `vismae pretrain` and `vismae reconstruct`: arguments, settings resolution, run folders.
+//! `vismae pretrain` and `vismae reconstruct`: arguments in, a resolved run printed, the engine
+//! called, its outcome printed.
 
 use std::path::PathBuf;
 
 use clap::Args;
-use vismae_data::source::{NormaliseOptions, SliceOptions, Source};
+use vismae_data::prep::{file_images, planes};
 use vismae_model::store::{self, AnyModel};
-use vismae_train::pretrain::{self, resolve};
-use vismae_train::pretrain_config::{PretrainSettings, ResolvedPretrain};
-use vismae_train::reconstruct::reconstruction_grid;
-use vismae_train::run_dir::RunDir;
+use vismae_run::{InputNorm, Plane, Preprocess};
+use vismae_train::pretrain::{self, PretrainFlags, PretrainRequest};
+use vismae_train::reconstruct::{Grid, reconstruction_grid};
 
-use crate::{Backend, TrainBackend, device};
+use crate::args::RunFlags;
+use crate::{Backend, TrainBackend, default_devices, device, devices};
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -20,123 +21,61 @@ pub struct PretrainArgs {
     /// Run folder (must not hold a run yet).
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
-    /// Continue the run in this folder from its last checkpoint.
-    #[arg(long, conflicts_with_all = ["data", "out"])]
+    /// Continue the run in this folder from its last checkpoint (its settings come from RUN/config.json).
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "out"])]
     resume: Option<PathBuf>,
     /// Train on these modalities only (repeatable or comma-separated), e.g. MR for VIS-MAE-MR.
     #[arg(long, value_delimiter = ',')]
     modality: Vec<String>,
-    /// Model size: tiny, small or vis-mae.
-    #[arg(long)]
-    variant: Option<String>,
-    /// Settings file (TOML; any subset of the keys in config.json's "settings").
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override one setting, e.g. --set lr=1e-3 --set warmup_epochs=5 (repeatable).
-    #[arg(long = "set")]
-    sets: Vec<String>,
-    /// Epochs (default 800).
-    #[arg(long)]
-    epochs: Option<usize>,
+    #[command(flatten)]
+    run: RunFlags,
     /// Optimizer steps instead of epochs.
     #[arg(long)]
     steps: Option<usize>,
-    /// Images per micro-batch.
-    #[arg(long)]
-    batch_size: Option<usize>,
     /// Micro-batches per optimizer step.
     #[arg(long)]
     accum_steps: Option<usize>,
-    /// Seed.
-    #[arg(long)]
-    seed: Option<u64>,
     /// Checkpoint every N steps.
     #[arg(long)]
     checkpoint_every: Option<usize>,
-    /// Data-parallel replicas (GPUs 0..N-1 with --features cuda; CPU workers sharing the cores otherwise).
-    #[arg(long)]
-    devices: Option<usize>,
-}
-
-fn settings(a: &PretrainArgs) -> anyhow::Result<PretrainSettings> {
-    let mut sets = Vec::new();
-    let mut put = |k: &str, v: String| sets.push(format!("{k}={v}"));
-    if let Some(v) = &a.variant {
-        put("variant", format!("{v:?}"));
-    }
-    if !a.modality.is_empty() {
-        put("modalities", format!("{:?}", a.modality));
-    }
-    for (k, v) in [
-        ("epochs", a.epochs),
-        ("steps", a.steps),
-        ("batch_size", a.batch_size),
-        ("accum_steps", a.accum_steps),
-        ("checkpoint_every", a.checkpoint_every),
-        ("devices", a.devices),
-    ] {
-        if let Some(v) = v {
-            put(k, v.to_string());
-        }
-    }
-    if let Some(s) = a.seed {
-        put("seed", s.to_string());
-    }
-    sets.extend(a.sets.iter().cloned());
-    let mut s = PretrainSettings::load(a.config.as_deref(), &sets).map_err(anyhow::Error::msg)?;
-    if s.devices == 0 {
-        // flex runs most kernels on one core: one replica per core is ~1.7x faster on 2 cores
-        s.devices =
-            if cfg!(feature = "cuda") { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) };
-    }
-    Ok(s)
 }
 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
-    let (cfg, run_dir, resume) = match &a.resume {
+    let (cfg, run_dir, out) = match &a.resume {
         Some(dir) => {
-            let text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| {
-                anyhow::anyhow!("{}: {e} (is this a vismae pretrain run folder?)", dir.join("config.json").display())
-            })?;
-            let cfg: ResolvedPretrain = serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("config.json").display()))?;
-            (cfg, RunDir::open_existing(dir)?, true)
+            if a.run.any() || !a.modality.is_empty() || a.steps.is_some() {
+                anyhow::bail!("--resume continues a run with the settings it was started with; give no settings");
+            }
+            let (cfg, run_dir, out) = pretrain::resume::<TrainBackend>(dir, devices, false)?;
+            (cfg, run_dir, out)
         }
         None => {
             let (data, out) = (a.data.clone().unwrap_or_default(), a.out.clone().unwrap_or_default());
-            let cfg = resolve(&settings(&a)?, &data).map_err(anyhow::Error::msg)?;
-            let run_dir = RunDir::create(&out)?;
-            run_dir.write_json("config.json", &cfg)?;
-            (cfg, run_dir, false)
+            let req = PretrainRequest {
+                data: data.clone(),
+                overrides: a.run.overrides(),
+                flags: PretrainFlags {
+                    modalities: a.modality.clone(),
+                    steps: a.steps,
+                    accum_steps: a.accum_steps,
+                    checkpoint_every: a.checkpoint_every,
+                },
+            };
+            let cfg = pretrain::resolve(&req.settings()?, &data, default_devices())?;
+            println!("{}", pretrain::describe(&cfg));
+            let (run_dir, outcome) = pretrain::start::<TrainBackend>(&cfg, &out, &devices(cfg.devices), false)?;
+            (cfg, run_dir, outcome)
         }
     };
-    let s = &cfg.settings;
-    println!(
-        "pre-training {} on {} images ({}px) from {}: effective batch {} ({} x {}), lr {:.2e} (peak; warm-up {} steps, cosine to {:.1e}), {} steps ({} per epoch)",
-        s.variant,
-        cfg.images,
-        cfg.size,
-        cfg.data.display(),
-        cfg.effective_batch,
-        s.batch_size,
-        s.accum_steps,
-        s.lr,
-        cfg.warmup_steps,
-        s.min_lr,
-        cfg.total_steps,
-        cfg.steps_per_epoch
-    );
-    let devices = crate::devices(s.devices);
-    let out = pretrain::run::<TrainBackend>(&cfg, &run_dir, &devices, resume, false).map_err(anyhow::Error::msg)?;
     if let Some(k) = out.resumed_from {
-        println!("resumed from step {k}");
+        println!("resumed from step {k} of {}", cfg.total_steps);
     }
     println!(
         "loss {:.4} (first 10 steps of this run) -> {:.4} (last 10)",
         out.loss_first_last.0, out.loss_first_last.1
     );
     println!(
-        "weights: {} (official layout) and weights.mpk; metrics.jsonl, checkpoints/, reconstructions/ in {}",
+        "weights: {} (official layout, with its model card) and weights.mpk; metrics.jsonl, checkpoints/, reconstructions/ in {}",
         out.weights.display(),
         run_dir.path().display()
     );
@@ -144,26 +83,39 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Input normalisations `reconstruct` can be told.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum NormArg {
+    /// `(x - 0.223) / 0.202` (the pre-training reference).
+    Meanstd,
+    /// Per-image min-max.
+    Minmax,
+    /// None.
+    None,
+    /// ImageNet per-channel statistics.
+    Imagenet,
+}
+
 #[derive(Args, Debug)]
 pub struct ReconstructArgs {
     /// MAE weights (.safetensors, .pth or .mpk).
     #[arg(long)]
     weights: PathBuf,
-    /// Images (any supported format).
+    /// Images (any supported format; volumes: the middle axial slice).
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// Output folder (created; files in it are never overwritten).
     #[arg(long)]
     out: PathBuf,
-    /// Image side fed to the network (multiple of 16).
-    #[arg(long, default_value_t = 224)]
-    size: usize,
+    /// Image side fed to the network (multiple of 16); default: what the weights were trained at, else 224.
+    #[arg(long)]
+    size: Option<usize>,
     /// Seed of the mask.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Input normalisation the weights were trained with: meanstd (0.223/0.202) or minmax.
-    #[arg(long, default_value = "meanstd")]
-    norm: String,
+    /// Input normalisation; default: what the weights' card says, else the reference's meanstd.
+    #[arg(long, value_enum)]
+    norm: Option<NormArg>,
 }
 
 pub fn reconstruct(a: ReconstructArgs) -> anyhow::Result<()> {
@@ -171,24 +123,41 @@ pub fn reconstruct(a: ReconstructArgs) -> anyhow::Result<()> {
     let AnyModel::Mae(model) = model else {
         anyhow::bail!("{} holds a {} model, not an MAE", a.weights.display(), spec.kind)
     };
-    let mut s = PretrainSettings { in_chans: spec.swin.in_chans, ..Default::default() };
-    if a.norm == "minmax" {
-        s.norm = vismae_train::pretrain_config::InputNorm::MinMax;
+    let from_card = spec.card.as_ref().map(|c| c.preprocess.clone());
+    if from_card.is_none() && a.norm.is_none() {
+        println!(
+            "{} carries no model card: assuming the reference's input, (x - 0.223) / 0.202 (--norm to change)",
+            a.weights.display()
+        );
     }
+    let mut prep = from_card.unwrap_or(Preprocess { in_chans: spec.swin.in_chans, ..Preprocess::default() });
+    if let Some(n) = a.norm {
+        prep.norm = match n {
+            NormArg::Meanstd => InputNorm::REFERENCE_MEAN_STD,
+            NormArg::Minmax => InputNorm::MinMax,
+            NormArg::None => InputNorm::None,
+            NormArg::Imagenet => InputNorm::imagenet(),
+        };
+    }
+    if let Some(s) = a.size {
+        prep.size = s;
+    }
+    if !prep.size.is_multiple_of(16) {
+        anyhow::bail!("--size {} must be a multiple of 16 (the mask unit)", prep.size);
+    }
+    let norm_pix = spec.norm_pix_loss;
     std::fs::create_dir_all(&a.out)?;
     for path in &a.images {
-        let slices = SliceOptions { skip_empty: false, ..Default::default() };
-        let src = Source::open(path, &slices)?;
-        let k = src.len() / 2;
-        let raw = src.image(k, &slices)?.ok_or_else(|| anyhow::anyhow!("{}: empty image", path.display()))?;
-        let (r, _) = raw.normalise(&NormaliseOptions::default());
-        let r = r.resize_bilinear(a.size, a.size);
+        let images = file_images(path, &prep, Plane::Axial)?;
+        let middle = images.len() / 2;
+        let input = planes(&prep, &images[middle..=middle]).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let stem = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
         let out = a.out.join(format!("{stem}.reconstruction.png"));
         if out.exists() {
             anyhow::bail!("{} already exists (vismae never overwrites)", out.display());
         }
-        reconstruction_grid::<Backend>(&model, &[r.data], a.size, &s, a.seed, &out).map_err(anyhow::Error::msg)?;
+        let grid = Grid { images: &[input.data], planes: input.planes, seed: a.seed };
+        reconstruction_grid::<Backend>(&model, &prep, norm_pix, &grid, &out)?;
         println!("{} -> {}", path.display(), out.display());
     }
     Ok(())

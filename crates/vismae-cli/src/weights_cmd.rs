@@ -50,8 +50,8 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
                 let (model, spec, _) = store::load::<Backend>(&file, &device())?;
                 println!("format:           burn record (spec from {})", store::sidecar(&file).display());
                 let (_, sd) = model.state_dict();
-                describe(&detect(&sd).map_err(anyhow::Error::msg)?);
-                let _ = spec;
+                describe(&detect(&sd)?);
+                print_card(spec.card.as_ref());
                 print_keys(keys, &sd);
                 return Ok(());
             }
@@ -62,6 +62,7 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
                 Ok(info) => describe(&info),
                 Err(e) => println!("model:            not recognised ({e})"),
             }
+            print_card(sd.card().as_ref());
             print_keys(keys, &sd);
             Ok(())
         }
@@ -78,6 +79,21 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
             println!("wrote {} ({} model)", output.display(), spec.kind);
             Ok(())
         }
+    }
+}
+
+fn print_card(card: Option<&vismae_run::ModelCard>) {
+    match card {
+        Some(c) => {
+            println!("name:             {}", c.name);
+            println!("written by:       vismae {}", c.vismae);
+            println!("origin:           {}", serde_json::to_string(&c.origin).unwrap_or_default());
+            println!("input:            {}", c.preprocess.describe());
+            if !c.classes.is_empty() {
+                println!("class names:      {}", c.classes.join(", "));
+            }
+        }
+        None => println!("model card:       none (not written by vismae 0.2 or later)"),
     }
 }
 

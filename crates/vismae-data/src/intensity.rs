@@ -2,7 +2,6 @@
 //! named CT presets, and the fallbacks used when a file carries no usable window. Output is in
 //! `[0, 1]`; 8-bit output rounds `255 * y`.
 
-use std::fmt;
 use std::str::FromStr;
 
 /// A window centre and width, in the units of the (rescaled) pixel values (HU for CT).
@@ -115,35 +114,7 @@ impl FromStr for WindowArg {
     }
 }
 
-/// How values are brought to `[0, 1]` when no usable window exists.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Fallback {
-    /// `(x - min) / (max - min)` (a constant image becomes 0).
-    #[default]
-    MinMax,
-    /// Clip to the 0.5th and 99.5th percentiles, then min-max.
-    Percentile,
-}
-
-impl FromStr for Fallback {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "minmax" | "min-max" => Ok(Fallback::MinMax),
-            "percentile" | "percentiles" => Ok(Fallback::Percentile),
-            _ => Err(format!("fallback {s:?}: use minmax or percentile")),
-        }
-    }
-}
-
-impl fmt::Display for Fallback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Fallback::MinMax => "minmax",
-            Fallback::Percentile => "percentile",
-        })
-    }
-}
+pub use vismae_run::Fallback;
 
 /// What was applied to bring an image to `[0, 1]` (recorded in manifests).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

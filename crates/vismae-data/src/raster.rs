@@ -22,12 +22,29 @@ impl Raster {
         Self { width, height, channels, data }
     }
 
-    /// Grey by ITU-R BT.601 luma (`0.299 R + 0.587 G + 0.114 B`, as PIL's `convert("L")`).
+    /// Grey by ITU-R BT.601 luma (`0.299 R + 0.587 G + 0.114 B`, as PIL's `convert("L")`) for
+    /// colour (3 channels, or 4 with alpha); grey plus alpha (2 channels) keeps the grey; any other
+    /// count of channels is averaged.
     pub fn to_grey(&self) -> Raster {
-        if self.channels == 1 {
+        let c = self.channels;
+        if c == 1 {
             return self.clone();
         }
-        let data = self.data.chunks_exact(self.channels).map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]).collect();
+        let data = self
+            .data
+            .chunks_exact(c)
+            .map(|p| match c {
+                2 => p[0],
+                3 | 4 => 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2],
+                _ => p.iter().sum::<f32>() / c as f32,
+            })
+            .collect();
+        Raster::new(self.width, self.height, 1, data)
+    }
+
+    /// Channel `k` as a grey raster.
+    pub fn channel(&self, k: usize) -> Raster {
+        let data = self.data.iter().skip(k).step_by(self.channels.max(1)).copied().collect();
         Raster::new(self.width, self.height, 1, data)
     }
 
@@ -149,5 +166,9 @@ mod tests {
     fn grey_uses_bt601() {
         let r = Raster::new(1, 1, 3, vec![1.0, 0.0, 0.0]);
         assert!((r.to_grey().data[0] - 0.299).abs() < 1e-6);
+        // two channels (grey + alpha) and five channels do not panic
+        assert_eq!(Raster::new(1, 1, 2, vec![0.4, 1.0]).to_grey().data, vec![0.4]);
+        assert_eq!(Raster::new(1, 1, 5, vec![1.0, 2.0, 3.0, 4.0, 5.0]).to_grey().data, vec![3.0]);
+        assert_eq!(Raster::new(2, 1, 2, vec![0.1, 0.2, 0.3, 0.4]).channel(1).data, vec![0.2, 0.4]);
     }
 }

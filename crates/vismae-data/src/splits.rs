@@ -79,7 +79,49 @@ fn stratified_order(mut groups: Vec<Group>, rng: &mut ChaCha8Rng) -> Vec<Group> 
 
 /// Splits `items` into `folds` grouped (and, with classes, stratified) folds with nested training
 /// subsets at `fractions` of each fold's training cases (whole groups, at least one group).
-pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64]) -> Result<Vec<Fold>, String> {
+/// Splits that cannot be made as asked.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SplitError(pub String);
+
+impl From<String> for SplitError {
+    fn from(s: String) -> Self {
+        SplitError(s)
+    }
+}
+
+impl From<&str> for SplitError {
+    fn from(s: &str) -> Self {
+        SplitError(s.into())
+    }
+}
+
+impl Fold {
+    /// The training cases of `fraction` (as a number; the keys are written like `0.05`).
+    pub fn train_at(&self, fraction: f64) -> Option<&[String]> {
+        self.fractions
+            .iter()
+            .find(|(k, _)| k.parse::<f64>().is_ok_and(|v| (v - fraction).abs() < 1e-9))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The fractions this fold has, as numbers.
+    pub fn fraction_values(&self) -> Vec<f64> {
+        self.fractions.keys().filter_map(|k| k.parse().ok()).collect()
+    }
+}
+
+/// Reads a splits file written by `vismae split` (nnU-Net's `splits_final.json` with `fractions`).
+pub fn read_splits(path: &std::path::Path) -> Result<Vec<Fold>, crate::DataError> {
+    use crate::{DataError, Reason};
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| DataError::new(path, Reason::Corrupt, format!("not a vismae splits file: {e}")))
+}
+
+/// Grouped (and, with classes, stratified) `folds`-fold splits of `items` with nested training
+/// subsets at `fractions`.
+pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64]) -> Result<Vec<Fold>, SplitError> {
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for it in items {
         let g = groups.entry(it.group.clone()).or_insert_with(|| Group {
@@ -90,13 +132,13 @@ pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64])
         g.cases.push(it.id.clone());
     }
     if folds < 2 || folds > groups.len() {
-        return Err(format!(
+        return Err(SplitError(format!(
             "{folds} folds need at least {folds} groups and at least 2 folds; the data has {} group(s)",
             groups.len()
-        ));
+        )));
     }
     if let Some(f) = fractions.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
-        return Err(format!("fraction {f} must be in (0, 1]"));
+        return Err(SplitError(format!("fraction {f} must be in (0, 1]")));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // folds: groups in stratified order, each to the fold with the fewest cases so far

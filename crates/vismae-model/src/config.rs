@@ -2,6 +2,7 @@
 //! (`vis-mae`, `small`, `tiny`). Variants are data: one constructor per name (SPEC §0, §2-4).
 
 use serde::{Deserialize, Serialize};
+pub use vismae_run::Variant;
 
 /// Hyper-parameters shared by every Swin network in VIS-MAE.
 ///
@@ -61,9 +62,10 @@ impl SwinConfig {
     }
 
     /// Checks the invariants the networks rely on; returns a readable reason when one fails.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), crate::ModelError> {
+        let bad = |m: String| Err(crate::ModelError::Config(m));
         if self.depths.is_empty() || self.depths.len() != self.num_heads.len() {
-            return Err(format!(
+            return bad(format!(
                 "depths {:?} and num_heads {:?} must be non-empty and of equal length",
                 self.depths, self.num_heads
             ));
@@ -71,65 +73,36 @@ impl SwinConfig {
         for (s, &h) in self.num_heads.iter().enumerate() {
             let dim = self.stage_dim(s);
             if h == 0 || !dim.is_multiple_of(h) {
-                return Err(format!("stage {s}: width {dim} is not divisible by {h} heads"));
+                return bad(format!("stage {s}: width {dim} is not divisible by {h} heads"));
             }
         }
         if self.patch_size == 0 || self.window_size == 0 || self.in_chans == 0 {
-            return Err("patch_size, window_size and in_chans must be positive".into());
+            return bad("patch_size, window_size and in_chans must be positive".into());
         }
         Ok(())
     }
 }
 
-/// A named model size. `vis-mae` is the paper's; `small` and `tiny` are narrower for CPU work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// The paper's model: embed 96, heads 3/6/12/24 (Swin-T layout).
-    VisMae,
-    /// Embed 48, heads 3/6/12/24: a quarter of the FLOPs, for laptops.
-    Small,
-    /// Embed 24, heads 3/6/12/24, 1 block per stage: for tests and the CPU demo.
-    Tiny,
+/// The networks of a named variant ([`Variant`] is data in vismae-run: widths, depths, heads).
+pub trait VariantExt {
+    /// The backbone of this variant with `depths`.
+    fn swin(self, in_chans: usize, depths: Vec<usize>) -> SwinConfig;
+    /// Configuration of the pre-training MAE.
+    fn mae(self, in_chans: usize) -> MaeConfig;
+    /// Configuration of the segmentation Swin-UNet.
+    fn unet(self, in_chans: usize, num_classes: usize) -> UnetConfig;
+    /// Configuration of the classifier.
+    fn classifier(self, in_chans: usize, num_classes: usize) -> ClassifierConfig;
 }
 
-impl Variant {
-    /// All variants, in order of size.
-    pub const ALL: [Variant; 3] = [Variant::Tiny, Variant::Small, Variant::VisMae];
-
-    /// Parses a variant name (`vis-mae`, `small`, `tiny`).
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "vis-mae" | "vismae" | "base" => Some(Variant::VisMae),
-            "small" => Some(Variant::Small),
-            "tiny" => Some(Variant::Tiny),
-            _ => None,
-        }
-    }
-
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::VisMae => "vis-mae",
-            Variant::Small => "small",
-            Variant::Tiny => "tiny",
-        }
-    }
-
-    fn embed_dim(self) -> usize {
-        match self {
-            Variant::VisMae => 96,
-            Variant::Small => 48,
-            Variant::Tiny => 24,
-        }
-    }
-
-    fn base(self, in_chans: usize, depths: Vec<usize>) -> SwinConfig {
+impl VariantExt for Variant {
+    fn swin(self, in_chans: usize, depths: Vec<usize>) -> SwinConfig {
         SwinConfig {
             in_chans,
             patch_size: 4,
             embed_dim: self.embed_dim(),
             depths,
-            num_heads: vec![3, 6, 12, 24],
+            num_heads: self.num_heads(),
             window_size: 7,
             mlp_ratio: 4,
             qkv_bias: true,
@@ -138,35 +111,16 @@ impl Variant {
         }
     }
 
-    /// Encoder depths used for pre-training and classification (2,2,2,2; tiny 1,1,1,1).
-    pub fn mae_depths(self) -> Vec<usize> {
-        match self {
-            Variant::Tiny => vec![1, 1, 1, 1],
-            _ => vec![2, 2, 2, 2],
-        }
+    fn mae(self, in_chans: usize) -> MaeConfig {
+        MaeConfig { swin: self.swin(in_chans, self.mae_depths()), mask_ratio: 0.75, mask_unit: 4, norm_pix_loss: false }
     }
 
-    /// Encoder depths used for segmentation (2,2,6,2; tiny 1,1,2,1).
-    pub fn seg_depths(self) -> Vec<usize> {
-        match self {
-            Variant::Tiny => vec![1, 1, 2, 1],
-            _ => vec![2, 2, 6, 2],
-        }
+    fn unet(self, in_chans: usize, num_classes: usize) -> UnetConfig {
+        UnetConfig { swin: self.swin(in_chans, self.seg_depths()), num_classes }
     }
 
-    /// Configuration of the pre-training MAE.
-    pub fn mae(self, in_chans: usize) -> MaeConfig {
-        MaeConfig { swin: self.base(in_chans, self.mae_depths()), mask_ratio: 0.75, mask_unit: 4, norm_pix_loss: false }
-    }
-
-    /// Configuration of the segmentation Swin-UNet.
-    pub fn unet(self, in_chans: usize, num_classes: usize) -> UnetConfig {
-        UnetConfig { swin: self.base(in_chans, self.seg_depths()), num_classes }
-    }
-
-    /// Configuration of the classifier.
-    pub fn classifier(self, in_chans: usize, num_classes: usize) -> ClassifierConfig {
-        ClassifierConfig { swin: self.base(in_chans, self.mae_depths()), num_classes }
+    fn classifier(self, in_chans: usize, num_classes: usize) -> ClassifierConfig {
+        ClassifierConfig { swin: self.swin(in_chans, self.mae_depths()), num_classes }
     }
 }
 

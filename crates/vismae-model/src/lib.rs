@@ -7,6 +7,7 @@ pub mod backbone;
 pub mod block;
 pub mod classifier;
 pub mod config;
+pub mod error;
 pub mod geometry;
 pub mod layers;
 pub mod mae;
@@ -17,7 +18,8 @@ pub mod unet;
 pub mod weights;
 
 pub use classifier::SwinClassifier;
-pub use config::{ClassifierConfig, MaeConfig, SwinConfig, UnetConfig, Variant};
+pub use config::{ClassifierConfig, MaeConfig, SwinConfig, UnetConfig, Variant, VariantExt};
+pub use error::ModelError;
 pub use mae::{MaeOutput, SwinMae};
 pub use masking::{MaskGeometry, MaskPlan};
 pub use unet::SwinUnet;

@@ -6,6 +6,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
+use crate::ModelError;
 use crate::backbone::{SwinDecoder, SwinEncoder};
 use crate::config::MaeConfig;
 use crate::layers::{Init, new_linear};
@@ -79,7 +80,7 @@ impl<B: Backend> SwinMae<B> {
     }
 
     /// Forward pass with a mask planned from `seed`.
-    pub fn forward_seeded(&self, img: Tensor<B, 4>, seed: u64) -> Result<MaeOutput<B>, String> {
+    pub fn forward_seeded(&self, img: Tensor<B, 4>, seed: u64) -> Result<MaeOutput<B>, ModelError> {
         let [b, _, h, w] = img.dims();
         let plan = plan_from_seed(self.mask_geometry(h, w), b, seed)?;
         self.forward(img, &plan)
@@ -89,21 +90,21 @@ impl<B: Backend> SwinMae<B> {
     ///
     /// # Shapes
     /// `img [B, C, H, W]` (H, W multiples of `p * unit`) -> see [`MaeOutput`]
-    pub fn forward(&self, img: Tensor<B, 4>, plan: &MaskPlan) -> Result<MaeOutput<B>, String> {
+    pub fn forward(&self, img: Tensor<B, 4>, plan: &MaskPlan) -> Result<MaeOutput<B>, ModelError> {
         let [b, c, h, w] = img.dims();
         if c != self.in_chans {
-            return Err(format!("input has {c} channels, the model expects {}", self.in_chans));
+            return Err(ModelError::Input(format!("input has {c} channels, the model expects {}", self.in_chans)));
         }
         let unit_px = self.patch * self.mask_unit;
         if h % unit_px != 0 || w % unit_px != 0 {
-            return Err(format!("input {h}x{w} is not a multiple of the {unit_px}-pixel mask unit"));
+            return Err(ModelError::Input(format!("input {h}x{w} is not a multiple of the {unit_px}-pixel mask unit")));
         }
         let (gh, gw) = (h / self.patch, w / self.patch);
         if plan.batch != b || plan.grid_h != gh || plan.grid_w != gw {
-            return Err(format!(
+            return Err(ModelError::Mask(format!(
                 "mask plan is for {} images of {}x{} tokens, input gives {b} of {gh}x{gw}",
                 plan.batch, plan.grid_h, plan.grid_w
-            ));
+            )));
         }
         let device = img.device();
         let mask = Tensor::<B, 2>::from_data(TensorData::new(plan.mask.clone(), [b, gh * gw]), &device);

@@ -5,6 +5,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::ModelError;
+
 /// A batch of window masks on a `grid_h x grid_w` token grid.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskPlan {
@@ -51,19 +53,19 @@ impl MaskGeometry {
     }
 
     /// Checks that the token grid splits into whole units.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ModelError> {
         if self.unit == 0 || !self.grid_h.is_multiple_of(self.unit) || !self.grid_w.is_multiple_of(self.unit) {
-            return Err(format!(
+            return Err(ModelError::Mask(format!(
                 "token grid {}x{} is not a whole number of {}x{}-token mask units; use an input side that is a multiple of {}",
                 self.grid_h,
                 self.grid_w,
                 self.unit,
                 self.unit,
                 self.unit * 4
-            ));
+            )));
         }
         if !(0.0..1.0).contains(&self.ratio) {
-            return Err(format!("mask ratio {} must be in [0, 1)", self.ratio));
+            return Err(ModelError::Mask(format!("mask ratio {} must be in [0, 1)", self.ratio)));
         }
         Ok(())
     }
@@ -77,11 +79,14 @@ pub fn noise_from_seed(seed: u64, batch: usize, units: usize) -> Vec<f32> {
 
 /// Builds the mask from per-unit noise (`batch * units` values), exactly as the reference does:
 /// `keep = argsort(noise)[:, :units_kept]`, and every token of a kept unit is visible.
-pub fn plan_from_noise(geom: MaskGeometry, batch: usize, noise: &[f32]) -> Result<MaskPlan, String> {
+pub fn plan_from_noise(geom: MaskGeometry, batch: usize, noise: &[f32]) -> Result<MaskPlan, ModelError> {
     geom.validate()?;
     let units = geom.num_units();
     if noise.len() != batch * units {
-        return Err(format!("noise has {} values, expected {batch} images x {units} units", noise.len()));
+        return Err(ModelError::Mask(format!(
+            "noise has {} values, expected {batch} images x {units} units",
+            noise.len()
+        )));
     }
     let (_, units_w) = geom.units();
     let keep = geom.units_kept();
@@ -105,7 +110,7 @@ pub fn plan_from_noise(geom: MaskGeometry, batch: usize, noise: &[f32]) -> Resul
 }
 
 /// Plans a mask from a seed.
-pub fn plan_from_seed(geom: MaskGeometry, batch: usize, seed: u64) -> Result<MaskPlan, String> {
+pub fn plan_from_seed(geom: MaskGeometry, batch: usize, seed: u64) -> Result<MaskPlan, ModelError> {
     let noise = noise_from_seed(seed, batch, geom.num_units());
     plan_from_noise(geom, batch, &noise)
 }

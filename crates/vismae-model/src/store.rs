@@ -31,6 +31,9 @@ pub struct ModelSpec {
     pub mask_unit: usize,
     /// Normalised-pixel loss target (MAE).
     pub norm_pix_loss: bool,
+    /// What the file says about itself (preprocessing, origin, name), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<vismae_run::ModelCard>,
 }
 
 impl ModelSpec {
@@ -43,7 +46,13 @@ impl ModelSpec {
             mask_ratio: c.mask_ratio,
             mask_unit: c.mask_unit,
             norm_pix_loss: c.norm_pix_loss,
+            card: None,
         }
+    }
+
+    /// The same spec carrying `card`.
+    pub fn with_card(self, card: vismae_run::ModelCard) -> Self {
+        Self { card: Some(card), ..self }
     }
 
     /// Spec of a Swin-UNet.
@@ -192,7 +201,7 @@ pub fn load<B: Backend>(
         }
         Format::Safetensors | Format::Pth => {
             let sd = read_state_dict(path)?;
-            let info = detect(&sd).map_err(fail)?;
+            let info = detect(&sd).map_err(|e| fail(e.to_string()))?;
             let spec = ModelSpec {
                 kind: info.kind,
                 swin: info.swin,
@@ -200,6 +209,7 @@ pub fn load<B: Backend>(
                 mask_ratio: 0.75,
                 mask_unit: 4,
                 norm_pix_loss: false,
+                card: sd.card(),
             };
             let (model, report) = spec.init::<B>(device).apply(&sd, LoadOptions::default())?;
             Ok((model, spec, Some(report)))
@@ -212,7 +222,10 @@ pub fn save<B: Backend>(model: AnyModel<B>, spec: &ModelSpec, path: &Path) -> Re
     let fail = |reason: String| WeightError::Format { path: path.into(), reason };
     match format_for_output(path)? {
         Format::Safetensors => {
-            let (model, sd) = model.state_dict();
+            let (model, mut sd) = model.state_dict();
+            if let Some(card) = &spec.card {
+                sd.set_card(card);
+            }
             safetensors_io::write(&sd, path)?;
             Ok(model)
         }

@@ -146,19 +146,19 @@ pub fn figure(
     panels: &[(String, String, Vec<Line>)],
     x_label: &str,
     markers: bool,
-) -> Result<(PathBuf, PathBuf), String> {
+) -> Result<(PathBuf, PathBuf), crate::ReportError> {
     register_fonts();
     let (w, h) = (900u32, 360 * panels.len().max(1) as u32);
     let svg = stem.with_extension("svg");
     let png = stem.with_extension("png");
-    let fail = |p: &Path, e: Fail| format!("{}: {e}", p.display());
+    let fail = |p: &Path, e: Fail| crate::ReportError::Io { path: p.into(), reason: e.to_string() };
     draw(SVGBackend::new(&svg, (w, h)).into_drawing_area(), panels, x_label, markers).map_err(|e| fail(&svg, e))?;
     let mut buf = vec![0u8; (w * h * 3) as usize];
     draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area(), panels, x_label, markers)
         .map_err(|e| fail(&png, e))?;
     image::RgbImage::from_raw(w, h, buf)
-        .ok_or_else(|| format!("{}: buffer size", png.display()))?
+        .ok_or_else(|| crate::ReportError::Io { path: png.clone(), reason: "buffer size".into() })?
         .save(&png)
-        .map_err(|e| format!("{}: {e}", png.display()))?;
+        .map_err(|e| crate::ReportError::Io { path: png.clone(), reason: e.to_string() })?;
     Ok((svg, png))
 }

@@ -1,19 +1,43 @@
-//! Reading finished run folders: what kind of run, which initialisation, dataset, fold and label
-//! fraction, its headline metrics (from `RUN/test/summary.json` when the run was evaluated on
-//! held-out cases, else the best validation epoch) and its per-step or per-epoch curves.
+//! Reading finished run folders through the typed run-folder schema (`vismae_run`): what kind of
+//! run, which initialisation, dataset, fold and label fraction, its headline metrics (from
+//! `RUN/test/summary.json` when the run was evaluated on held-out cases, else the best validation
+//! epoch) and its per-step or per-epoch curves.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use vismae_run::{ClsEvaluation, ClsSummary, RunRecord, SegEvaluation, SegSummary, Task};
+
+use crate::error::ReportError;
+
+/// What a run folder holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// Self-supervised pre-training.
+    Pretraining,
+    /// Fine-tuning for a task.
+    Finetune(Task),
+}
+
+impl RunKind {
+    /// `pretraining`, `segmentation` or `classification`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunKind::Pretraining => "pretraining",
+            RunKind::Finetune(Task::Segmentation) => "segmentation",
+            RunKind::Finetune(Task::Classification) => "classification",
+        }
+    }
+}
 
 /// A pre-training or fine-tuning run folder.
 #[derive(Clone, Debug)]
 pub struct Run {
     /// The folder.
     pub path: PathBuf,
-    /// `pretraining`, `segmentation` or `classification`.
-    pub task: String,
-    /// Initialisation: `scratch`, `VIS-MAE-Generic`, `VIS-MAE-<modality>` or the weights' file stem.
+    /// What kind of run.
+    pub kind: RunKind,
+    /// Initialisation: `scratch`, `VIS-MAE-Generic`, `VIS-MAE-<modality>`, or the weights' name.
     pub init: String,
     /// Dataset name (the labelled set's or pre-training set's folder or file name).
     pub dataset: String,
@@ -23,7 +47,7 @@ pub struct Run {
     pub fraction: f64,
     /// Headline metrics, e.g. `("Dice", 0.81)`.
     pub metrics: Vec<(String, f64)>,
-    /// Where the metrics come from: `test` (held-out cases) or `validation`.
+    /// Where the metrics come from: `test` (held-out cases), `validation` or `training`.
     pub source: String,
     /// The lines of `metrics.jsonl`.
     pub curve: Vec<Value>,
@@ -31,13 +55,11 @@ pub struct Run {
     pub images: Vec<PathBuf>,
 }
 
-fn read_json(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))
-}
-
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64().filter(|x| x.is_finite())
+impl Run {
+    /// `pretraining`, `segmentation` or `classification`.
+    pub fn task(&self) -> &'static str {
+        self.kind.name()
+    }
 }
 
 fn file_stem(p: &Path) -> String {
@@ -45,106 +67,100 @@ fn file_stem(p: &Path) -> String {
     name.trim_end_matches(".json").trim_end_matches(".csv").to_string()
 }
 
-/// The name of an initialisation given as a weights path in a fine-tuning config.
-fn init_name(init: &str) -> String {
-    if init.eq_ignore_ascii_case("scratch") {
-        return "scratch".into();
-    }
-    let p = Path::new(init);
-    let pretrain_cfg = p.parent().map(|d| d.join("config.json"));
-    if let Some(cfg) = pretrain_cfg.and_then(|c| read_json(&c).ok()).filter(|c| c.get("total_steps").is_some()) {
-        let mods: Vec<&str> =
-            cfg["settings"]["modalities"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        return if mods.is_empty() { "VIS-MAE-Generic".into() } else { format!("VIS-MAE-{}", mods.join("+")) };
-    }
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| init.into());
-    name.split('.').next().unwrap_or(&name).to_string()
+fn nan(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
 }
 
-/// Reads one run folder.
-pub fn read_run(path: &Path) -> Result<Run, String> {
-    let cfg = read_json(&path.join("config.json")).map_err(|e| format!("{e} (is this a vismae run folder?)"))?;
-    let curve: Vec<Value> = std::fs::read_to_string(path.join("metrics.jsonl"))
+/// Reads the lines of `RUN/metrics.jsonl` (none when it is missing).
+pub fn read_curve(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path.join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    if cfg.get("total_steps").is_some() {
-        let mut images: Vec<PathBuf> = std::fs::read_dir(path.join("reconstructions"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "png"))
-            .collect();
-        images.sort();
-        let mods: Vec<&str> =
-            cfg["settings"]["modalities"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let last = curve.iter().rev().take(10).filter_map(|v| num(&v["loss"])).collect::<Vec<_>>();
-        let metrics = if last.is_empty() {
-            Vec::new()
-        } else {
-            vec![("MAE loss (last 10 steps)".to_string(), last.iter().sum::<f64>() / last.len() as f64)]
-        };
-        return Ok(Run {
-            path: path.into(),
-            task: "pretraining".into(),
-            init: if mods.is_empty() { "VIS-MAE-Generic".into() } else { format!("VIS-MAE-{}", mods.join("+")) },
-            dataset: cfg["data"].as_str().map(|d| file_stem(Path::new(d))).unwrap_or_default(),
-            fold: 0,
-            fraction: 1.0,
-            metrics,
-            source: "training".into(),
-            curve,
-            images,
-        });
+        .collect()
+}
+
+/// Reads one run folder.
+pub fn read_run(path: &Path) -> Result<Run, ReportError> {
+    let curve = read_curve(path);
+    match RunRecord::read(path)? {
+        RunRecord::Pretrain(cfg) => {
+            let mut images: Vec<PathBuf> = std::fs::read_dir(path.join("reconstructions"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "png"))
+                .collect();
+            images.sort();
+            let last = curve.iter().rev().take(10).filter_map(|v| v["loss"].as_f64()).collect::<Vec<_>>();
+            let metrics = if last.is_empty() {
+                Vec::new()
+            } else {
+                vec![("MAE loss (last 10 steps)".to_string(), last.iter().sum::<f64>() / last.len() as f64)]
+            };
+            Ok(Run {
+                path: path.into(),
+                kind: RunKind::Pretraining,
+                init: cfg.name(),
+                dataset: file_stem(&cfg.data),
+                fold: 0,
+                fraction: 1.0,
+                metrics,
+                source: "training".into(),
+                curve,
+                images,
+            })
+        }
+        RunRecord::Finetune(cfg) => {
+            let test = path.join("test");
+            let (metrics, source) = match cfg.task {
+                Task::Segmentation => match SegEvaluation::read(&test) {
+                    Ok(t) => {
+                        let mut m = vec![("Dice".to_string(), nan(t.foreground_mean.dice))];
+                        for (name, f) in [
+                            ("Precision", (|s: &vismae_run::schema::ClassScoreRecord| s.precision) as fn(&_) -> _),
+                            ("Recall", |s| s.recall),
+                        ] {
+                            if let Some(v) = t.foreground(f) {
+                                m.push((name.to_string(), v));
+                            }
+                        }
+                        (m, "test")
+                    }
+                    Err(_) => {
+                        let best = SegSummary::read(path).ok().and_then(|s| s.best_val_dice);
+                        (vec![("Dice".to_string(), nan(best))], "validation")
+                    }
+                },
+                Task::Classification => match ClsEvaluation::read(&test) {
+                    Ok(t) => (
+                        vec![
+                            ("ROC AUC".to_string(), nan(t.roc_auc.macro_avg)),
+                            ("PR AUC (AP)".to_string(), nan(t.average_precision.macro_avg)),
+                        ],
+                        "test",
+                    ),
+                    Err(_) => {
+                        let auc = ClsSummary::read(path).ok().and_then(|s| s.val_auc_macro_at_best);
+                        (vec![("ROC AUC".to_string(), nan(auc))], "validation")
+                    }
+                },
+            };
+            Ok(Run {
+                path: path.into(),
+                kind: RunKind::Finetune(cfg.task),
+                init: cfg.init_name.clone(),
+                dataset: file_stem(&cfg.data),
+                fold: cfg.fold,
+                fraction: cfg.fraction,
+                metrics,
+                source: source.into(),
+                curve,
+                images: Vec::new(),
+            })
+        }
     }
-    let task = cfg["task"].as_str().ok_or_else(|| format!("{}: no task", path.join("config.json").display()))?;
-    let test = read_json(&path.join("test/summary.json")).ok();
-    let summary = read_json(&path.join("summary.json")).ok();
-    let (metrics, source) = match (task, &test) {
-        ("segmentation", Some(t)) => {
-            let mut m = vec![("Dice".to_string(), num(&t["foreground_mean"]["dice"]).unwrap_or(f64::NAN))];
-            // mean precision and recall over the foreground classes
-            let classes: Vec<&Value> = t["mean"].as_object().map(|o| o.values().collect()).unwrap_or_default();
-            for key in ["precision", "recall"] {
-                let v: Vec<f64> = classes.iter().filter_map(|c| num(&c[key])).collect();
-                if !v.is_empty() {
-                    let mut name = key.to_string();
-                    name[..1].make_ascii_uppercase();
-                    m.push((name, v.iter().sum::<f64>() / v.len() as f64));
-                }
-            }
-            (m, "test")
-        }
-        ("segmentation", None) => {
-            let best = summary.as_ref().and_then(|s| num(&s["best_val_dice"])).unwrap_or(f64::NAN);
-            (vec![("Dice".to_string(), best)], "validation")
-        }
-        ("classification", Some(t)) => (
-            vec![
-                ("ROC AUC".to_string(), num(&t["roc_auc"]["macro"]).unwrap_or(f64::NAN)),
-                ("PR AUC (AP)".to_string(), num(&t["average_precision"]["macro"]).unwrap_or(f64::NAN)),
-            ],
-            "test",
-        ),
-        _ => {
-            let auc = summary.as_ref().and_then(|s| num(&s["val_auc_macro_at_best"])).unwrap_or(f64::NAN);
-            (vec![("ROC AUC".to_string(), auc)], "validation")
-        }
-    };
-    Ok(Run {
-        path: path.into(),
-        task: task.into(),
-        init: init_name(cfg["init"].as_str().unwrap_or("scratch")),
-        dataset: cfg["data"].as_str().map(|d| file_stem(Path::new(d))).unwrap_or_default(),
-        fold: cfg["fold"].as_u64().unwrap_or(0) as usize,
-        fraction: cfg["fraction"].as_f64().unwrap_or(1.0),
-        metrics,
-        source: source.into(),
-        curve,
-        images: Vec::new(),
-    })
 }
 
 /// Mean and sample standard deviation (NaN values left out; sd is NaN below two values).

@@ -21,7 +21,8 @@ fn write(path: &Path, text: &str) {
 /// A fine-tuning run folder with a held-out evaluation giving foreground Dice `dice`.
 fn seg_run(root: &Path, init: &str, fraction: f64, fold: usize, dice: f64) -> PathBuf {
     let dir = root.join(format!("ft-{}-{fraction}-{fold}", init.replace('/', "_")));
-    let cfg = json!({"task": "segmentation", "data": "/data/Dataset501_Colin", "init": init, "fold": fold, "fraction": fraction});
+    let cfg = json!({"task": "segmentation", "data": "/data/Dataset501_Colin", "init": init, "fold": fold, "fraction": fraction,
+        "train_cases": [], "val_cases": [], "settings": {}});
     write(&dir.join("config.json"), &cfg.to_string());
     let lines: String = (1..=5)
         .map(|e| {
@@ -43,7 +44,9 @@ fn tables_figures_and_report_from_runs() {
     let mae = root.join("mae");
     write(
         &mae.join("config.json"),
-        &json!({"total_steps": 4, "data": "/data/sample-pretrain", "settings": {"modalities": []}}).to_string(),
+        &json!({"total_steps": 4, "data": "/data/sample-pretrain", "settings": {"modalities": []}, "images": 8, "size": 64,
+            "effective_batch": 2, "steps_per_epoch": 4, "warmup_steps": 0})
+        .to_string(),
     );
     let steps: String =
         (1..=4).map(|s| format!("{}\n", json!({"step": s, "loss": 1.0 / s as f64, "lr": 1e-4}))).collect();
@@ -111,8 +114,8 @@ fn tables_figures_and_report_from_runs() {
     assert!(html.contains("<svg") && html.contains("data:image/png;base64,") && !html.contains("src=\"figures/"));
     // an existing report is never overwritten
     let again = vismae_report::build(&runs, &out, "again", &[]);
-    assert!(again.is_err_and(|e| e.contains("not empty")));
+    assert!(again.is_err_and(|e| e.to_string().contains("not empty")));
     // a folder that is not a run is named
     let bad = vismae_report::build(&[root.join("nothing")], &root.join("r2"), "x", &[]);
-    assert!(bad.is_err_and(|e| e.contains("nothing")));
+    assert!(bad.is_err_and(|e| e.to_string().contains("nothing")));
 }

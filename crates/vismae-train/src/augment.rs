@@ -9,20 +9,9 @@
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use vismae_data::raster::Raster;
 
-/// Which augmentation a fine-tuning run draws.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Augment {
-    /// The official code's pipeline (see the module text).
-    Reference,
-    /// Only the geometric flips: rot90 + flip (segmentation) or horizontal flip (classification).
-    Flip,
-    /// None.
-    None,
-}
+pub use vismae_run::Augment;
 
 /// `v` (`n x n`) turned by `k` quarter turns, then flipped along `flip` (0: rows, 1: columns).
 pub fn rot90_flip<T: Copy>(v: &[T], n: usize, k: usize, flip: Option<usize>) -> Vec<T> {
@@ -85,26 +74,43 @@ impl Affine {
     }
 }
 
+/// `f` applied to each `n x n` plane of `v`, the results concatenated.
+fn per_plane(v: &[f32], n: usize, f: impl Fn(&[f32]) -> Vec<f32>) -> Vec<f32> {
+    v.chunks(n * n).flat_map(f).collect()
+}
+
 /// Draws and applies the official segmentation augmentation to an image and its mask (`n x n`).
 pub fn segmentation(image: &[f32], mask: &[u8], n: usize, how: Augment, rng: &mut ChaCha8Rng) -> (Vec<f32>, Vec<u8>) {
+    segmentation_planes(image, mask, n, how, rng)
+}
+
+/// [`segmentation`] for an image of several planar `n x n` planes: one draw, applied to every
+/// plane and to the mask.
+pub fn segmentation_planes(
+    image: &[f32],
+    mask: &[u8],
+    n: usize,
+    how: Augment,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<f32>, Vec<u8>) {
     let (mut image, mut mask) = (image.to_vec(), mask.to_vec());
     match how {
         Augment::None => {}
         Augment::Flip => {
             if rng.random::<bool>() {
                 let (k, axis) = (rng.random_range(0..4usize), rng.random_range(0..2usize));
-                image = rot90_flip(&image, n, k, Some(axis));
+                image = per_plane(&image, n, |p| rot90_flip(p, n, k, Some(axis)));
                 mask = rot90_flip(&mask, n, k, Some(axis));
             }
         }
         Augment::Reference => {
             if rng.random::<f64>() < 0.5 {
                 let (k, axis) = (rng.random_range(0..4usize), rng.random_range(0..2usize));
-                image = rot90_flip(&image, n, k, Some(axis));
+                image = per_plane(&image, n, |p| rot90_flip(p, n, k, Some(axis)));
                 mask = rot90_flip(&mask, n, k, Some(axis));
             } else if rng.random::<f64>() < 0.5 {
                 let r = Affine::new(rng.random_range(-20..20i32) as f64, [0.0, 0.0], 1.0, 0.0);
-                image = r.warp(&image, n, 0.0);
+                image = per_plane(&image, n, |p| r.warp(p, n, 0.0));
                 mask = r.warp(&mask, n, 0);
             }
             if rng.random::<f64>() < 0.5 {
@@ -112,7 +118,7 @@ pub fn segmentation(image: &[f32], mask: &[u8], n: usize, how: Augment, rng: &mu
                 let deg = rng.random_range(-20.0..20.0);
                 let t = [rng.random_range(-max_t..max_t).round(), rng.random_range(-max_t..max_t).round()];
                 let a = Affine::new(deg, t, rng.random_range(0.9..1.1), rng.random_range(-10.0..10.0));
-                image = a.warp(&image, n, 0.0);
+                image = per_plane(&image, n, |p| a.warp(p, n, 0.0));
                 mask = a.warp(&mask, n, 0);
             }
         }
@@ -122,21 +128,31 @@ pub fn segmentation(image: &[f32], mask: &[u8], n: usize, how: Augment, rng: &mu
 
 /// Draws and applies the official classification augmentation to an image (`n x n`).
 pub fn classification(image: &[f32], n: usize, how: Augment, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    classification_planes(image, n, how, rng)
+}
+
+/// [`classification`] for an image of several planar `n x n` planes: one draw for every plane.
+pub fn classification_planes(image: &[f32], n: usize, how: Augment, rng: &mut ChaCha8Rng) -> Vec<f32> {
     if how == Augment::None {
         return image.to_vec();
     }
-    let mut v = if rng.random::<bool>() { rot90_flip(image, n, 0, Some(1)) } else { image.to_vec() };
+    let mut v =
+        if rng.random::<bool>() { per_plane(image, n, |p| rot90_flip(p, n, 0, Some(1))) } else { image.to_vec() };
     if how == Augment::Flip {
         return v;
     }
-    v = Affine::new(rng.random_range(-20.0..20.0), [0.0, 0.0], 1.0, 0.0).warp(&v, n, 0.0);
+    let r = Affine::new(rng.random_range(-20.0..20.0), [0.0, 0.0], 1.0, 0.0);
+    v = per_plane(&v, n, |p| r.warp(p, n, 0.0));
     let max_t = 0.1 * n as f64;
     let t = [rng.random_range(-max_t..max_t).round(), rng.random_range(-max_t..max_t).round()];
-    v = Affine::new(0.0, t, 1.0, rng.random_range(-0.1..0.1)).warp(&v, n, 0.0);
+    let a = Affine::new(0.0, t, 1.0, rng.random_range(-0.1..0.1));
+    v = per_plane(&v, n, |p| a.warp(p, n, 0.0));
     let big = (1.1 * n as f64) as usize;
-    let r = Raster::new(n, n, 1, v).resize_bilinear(big, big);
     let (x0, y0) = (rng.random_range(0..=big - n), rng.random_range(0..=big - n));
-    (0..n).flat_map(|y| r.data[(y0 + y) * big + x0..(y0 + y) * big + x0 + n].to_vec()).collect()
+    per_plane(&v, n, |p| {
+        let r = Raster::new(n, n, 1, p.to_vec()).resize_bilinear(big, big);
+        (0..n).flat_map(|y| r.data[(y0 + y) * big + x0..(y0 + y) * big + x0 + n].to_vec()).collect()
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::DeviceOps;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
-use vismae_model::Variant;
+use vismae_model::{Variant, VariantExt};
+
+use crate::error::{Result, TrainError};
 
 /// Measured timings.
 #[derive(Clone, Debug)]
@@ -44,8 +46,8 @@ pub fn pretrain<B: AutodiffBackend>(
     size: usize,
     steps: usize,
     devices: &[B::Device],
-) -> Result<BenchResult, String> {
-    let device = devices.first().ok_or("no device")?;
+) -> Result<BenchResult> {
+    let device = devices.first().ok_or_else(|| TrainError::invalid("no device"))?;
     B::seed(device, 0);
     let mut model = variant.mae(3).init::<B>(device);
     let mut optim = AdamWConfig::new()
@@ -69,7 +71,7 @@ pub fn pretrain<B: AutodiffBackend>(
             })?;
         let grads = grads.to_device(device, &model);
         model = optim.step(1e-4, model, grads);
-        B::sync(device).map_err(|e| format!("{e:?}"))?;
+        B::sync(device).map_err(|e| TrainError::invalid(format!("device sync failed: {e:?}")))?;
         if step > 0 {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -90,7 +92,7 @@ pub fn unet_inference<B: Backend>(
     size: usize,
     steps: usize,
     device: &B::Device,
-) -> Result<BenchResult, String> {
+) -> Result<BenchResult> {
     B::seed(device, 0);
     let model = variant.unet(3, 3).init::<B>(device);
     let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, device);

@@ -13,7 +13,9 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::run_dir::RunDir;
+use vismae_run::RunDir;
+
+use crate::error::{Result, TrainError};
 
 /// The folder holding a run's checkpoints.
 pub fn dir(run: &RunDir) -> PathBuf {
@@ -41,15 +43,7 @@ pub fn latest(run: &RunDir, unit: &str) -> Option<(usize, PathBuf)> {
 }
 
 /// Writes checkpoint `<unit>-n` (model, optimizer, `state`) atomically and keeps the newest `keep`.
-pub fn save<B, M, O, S>(
-    run: &RunDir,
-    unit: &str,
-    n: usize,
-    model: &M,
-    optim: &O,
-    state: &S,
-    keep: usize,
-) -> Result<(), String>
+pub fn save<B, M, O, S>(run: &RunDir, unit: &str, n: usize, model: &M, optim: &O, state: &S, keep: usize) -> Result<()>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
@@ -57,10 +51,13 @@ where
     S: Serialize,
 {
     let root = dir(run);
-    std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
     let name = format!("{unit}-{n:08}");
+    let fail = |what: &str, e: String| TrainError::Checkpoint {
+        path: root.join(&name),
+        reason: format!("writing the {what}: {e}"),
+    };
+    std::fs::create_dir_all(&root).map_err(|e| fail("folder", e.to_string()))?;
     let tmp = root.join(format!(".tmp-{name}"));
-    let fail = |what: &str, e: String| format!("writing checkpoint {} ({what}): {e}", root.join(&name).display());
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| fail("folder", e.to_string()))?;
     model
@@ -84,7 +81,7 @@ where
 }
 
 /// Loads the model, optimizer and state of the checkpoint in `folder` onto `device`.
-pub fn load<B, M, O, S>(folder: &Path, model: M, optim: O, device: &B::Device) -> Result<(M, O, S), String>
+pub fn load<B, M, O, S>(folder: &Path, model: M, optim: O, device: &B::Device) -> Result<(M, O, S)>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
@@ -92,21 +89,22 @@ where
     S: DeserializeOwned,
 {
     let at = |f: &str| folder.join(f);
+    let bad = |f: &str, e: String| TrainError::Checkpoint { path: at(f), reason: e };
     let model = model
         .load_file(at("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new(), device)
-        .map_err(|e| format!("{}: {e}", at("model.mpk").display()))?;
-    let bytes = std::fs::read(at("optimizer.mpk")).map_err(|e| format!("{}: {e}", at("optimizer.mpk").display()))?;
+        .map_err(|e| bad("model.mpk", e.to_string()))?;
+    let bytes = std::fs::read(at("optimizer.mpk")).map_err(|e| bad("optimizer.mpk", e.to_string()))?;
     let record = Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, device)
-        .map_err(|e| format!("{}: {e}", at("optimizer.mpk").display()))?;
+        .map_err(|e| bad("optimizer.mpk", e.to_string()))?;
     let optim = optim.load_record(record);
-    let text = std::fs::read_to_string(at("state.json")).map_err(|e| format!("{}: {e}", at("state.json").display()))?;
-    let state = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", at("state.json").display()))?;
+    let text = std::fs::read_to_string(at("state.json")).map_err(|e| bad("state.json", e.to_string()))?;
+    let state = serde_json::from_str(&text).map_err(|e| bad("state.json", e.to_string()))?;
     Ok((model, optim, state))
 }
 
 /// Drops the lines of `RUN/<name>` whose `key` is above `upto` (logged by an interrupted run after
 /// its last checkpoint), so a resumed run's lines follow on without repeats.
-pub fn truncate_jsonl(run: &RunDir, name: &str, key: &str, upto: usize) -> Result<(), String> {
+pub fn truncate_jsonl(run: &RunDir, name: &str, key: &str, upto: usize) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(run.join(name)) else { return Ok(()) };
     let kept: String = text
         .lines()
@@ -118,5 +116,5 @@ pub fn truncate_jsonl(run: &RunDir, name: &str, key: &str, upto: usize) -> Resul
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    run.write_atomic(name, kept.as_bytes()).map_err(|e| e.to_string())
+    Ok(run.write_atomic(name, kept.as_bytes())?)
 }

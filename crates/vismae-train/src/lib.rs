@@ -1,20 +1,25 @@
-//! vismae-train: what a training run needs beyond the networks (losses, the learning-rate
-//! schedule, generated phantom data, run folders) and the runs themselves, one function per run
-//! kind. The CLI only parses arguments and calls these.
+//! vismae-train: the runs, one module per run kind, each resolved once from a typed request into
+//! the config its run folder keeps (`vismae_run`'s schema), then run by an engine that writes that
+//! folder: [`pretrain`] (MAE pre-training), [`finetune`] (segmentation and classification, one
+//! shared epoch loop), [`predict`] and [`reconstruct`]. Beside them what runs need: the network
+//! input ([`input`]), the inference validation and prediction share ([`infer`]), losses, the
+//! learning-rate schedule, augmentation, checkpoints, data-parallel replicas, phantoms and
+//! benchmarks. The CLI only parses arguments and calls these.
 
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
+pub mod error;
 pub mod finetune;
-pub mod finetune_cls;
-pub mod finetune_seg;
+pub mod infer;
+pub mod input;
 pub mod losses;
 pub mod parallel;
 pub mod phantom;
-pub mod predict_cls;
-pub mod predict_seg;
+pub mod predict;
 pub mod pretrain;
-pub mod pretrain_config;
 pub mod reconstruct;
-pub mod run_dir;
 pub mod schedule;
+pub mod seeds;
+
+pub use error::{Result, TrainError};

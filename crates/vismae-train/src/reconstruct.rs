@@ -1,6 +1,7 @@
 //! Reconstruction grids: for each image a row of original | masked input | reconstruction |
 //! reconstruction with the visible patches pasted back, written as a PNG. Used at the end of
-//! pre-training epochs and by `vismae reconstruct`.
+//! pre-training epochs and by `vismae reconstruct`; the input goes through the weights'
+//! [`Preprocess`] and the reconstruction is shown back in `[0, 1]`.
 
 use std::path::Path;
 
@@ -8,34 +9,45 @@ use burn::tensor::backend::Backend;
 use vismae_model::SwinMae;
 use vismae_model::mae::{patchify, unpatchify};
 use vismae_model::masking::plan_from_seed;
+use vismae_run::{InputNorm, Preprocess};
 
-use crate::pretrain::to_input;
-use crate::pretrain_config::{InputNorm, PretrainSettings};
+use crate::error::{Result, TrainError};
 
 const GUTTER: usize = 2;
 
-/// Writes the grid for `images` (grey, `size x size`, values in [0, 1]) to `out`.
+/// The images of a grid: each `planes` planar planes of `size x size` values (the spec's side),
+/// before [`Preprocess::finish`], and the seed of the mask.
+pub struct Grid<'a> {
+    /// The images.
+    pub images: &'a [Vec<f32>],
+    /// Planes per image.
+    pub planes: usize,
+    /// Seed of the mask.
+    pub seed: u64,
+}
+
+/// Writes the grid of `grid.images` to `out` (atomically).
 pub fn reconstruction_grid<B: Backend>(
     model: &SwinMae<B>,
-    images: &[Vec<f32>],
-    size: usize,
-    s: &PretrainSettings,
-    seed: u64,
+    spec: &Preprocess,
+    norm_pix_loss: bool,
+    grid: &Grid,
     out: &Path,
-) -> Result<(), String> {
-    if images.is_empty() {
-        return Err("no images to reconstruct".into());
+) -> Result<()> {
+    if grid.images.is_empty() {
+        return Err(TrainError::invalid("no images to reconstruct"));
     }
     let device = B::Device::default();
-    let n = images.len();
-    let x = to_input::<B>(images.concat(), n, size, s, &device);
+    let n = grid.images.len();
+    let size = spec.size;
+    let x = crate::input::batch::<B>(spec, &grid.images.concat(), n, grid.planes, &device);
     let geom = model.mask_geometry(size, size);
-    let plan = plan_from_seed(geom, n, seed)?;
+    let plan = plan_from_seed(geom, n, grid.seed)?;
     let out_t = model.forward(x.clone(), &plan)?;
     let c = x.dims()[1];
     let p = size / geom.grid_w;
     let mut pred = out_t.pred;
-    if s.norm_pix_loss {
+    if norm_pix_loss {
         // the network predicts per-patch normalised pixels: give them the patches' own statistics
         let target = patchify(x.clone(), p);
         let (var, mean) = target.var_mean(2);
@@ -46,10 +58,11 @@ pub fn reconstruction_grid<B: Backend>(
         t.narrow(1, 0, 1).into_data().convert::<f32>().to_vec().unwrap_or_default()
     };
     let (orig, recon) = (to_vec(x), to_vec(recon));
+    // min-max inputs are shown as they are; other normalisations are undone
     let show = |v: f32| -> f32 {
-        match &s.norm {
-            InputNorm::MeanStd { mean, std } => (v as f64 * std + mean) as f32,
-            InputNorm::MinMax => v,
+        match &spec.norm {
+            InputNorm::MinMax | InputNorm::None => v,
+            norm => norm.invert(v, 0).unwrap_or(v),
         }
         .clamp(0.0, 1.0)
     };
@@ -73,6 +86,6 @@ pub fn reconstruction_grid<B: Backend>(
         }
     }
     let tmp = out.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| format!("{}: {e}", out.display()))?;
-    std::fs::rename(&tmp, out).map_err(|e| format!("{}: {e}", out.display()))
+    img.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| TrainError::output(out, e))?;
+    std::fs::rename(&tmp, out).map_err(|e| TrainError::output(out, e))
 }

@@ -1,32 +1,11 @@
 //! Recognises which VIS-MAE network a state dict belongs to and recovers its configuration from
 //! key names and shapes (used by `vismae weights inspect` and by loaders that take any file).
 
-use std::fmt;
-
 use super::StateDict;
-use crate::config::{SwinConfig, Variant};
+use crate::ModelError;
+use crate::config::{SwinConfig, Variant, VariantExt};
 
-/// The three networks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModelKind {
-    /// Window-masked Swin MAE (`decoder_pred.*`).
-    Mae,
-    /// Swin-UNet (`skip_connection_layers.*`).
-    Unet,
-    /// Swin classifier (`head.*` after `norm.*`).
-    Classifier,
-}
-
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ModelKind::Mae => "mae",
-            ModelKind::Unet => "unet",
-            ModelKind::Classifier => "classifier",
-        })
-    }
-}
+pub use vismae_run::ModelKind;
 
 /// What a state dict says about its network.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,12 +22,15 @@ pub struct ModelInfo {
     pub trainable_params: usize,
 }
 
-fn shape<'a>(sd: &'a StateDict, key: &str) -> Result<&'a [usize], String> {
-    sd.tensors.get(key).map(|t| t.shape.as_slice()).ok_or_else(|| format!("key {key} is missing"))
+fn shape<'a>(sd: &'a StateDict, key: &str) -> Result<&'a [usize], ModelError> {
+    sd.tensors
+        .get(key)
+        .map(|t| t.shape.as_slice())
+        .ok_or_else(|| ModelError::Unrecognised(format!("key {key} is missing")))
 }
 
 /// Recognises the network and its configuration.
-pub fn detect(sd: &StateDict) -> Result<ModelInfo, String> {
+pub fn detect(sd: &StateDict) -> Result<ModelInfo, ModelError> {
     let has = |k: &str| sd.tensors.contains_key(k);
     let kind = if has("decoder_pred.weight") {
         ModelKind::Mae
@@ -57,11 +39,13 @@ pub fn detect(sd: &StateDict) -> Result<ModelInfo, String> {
     } else if has("head.weight") && has("norm.weight") {
         ModelKind::Classifier
     } else {
-        return Err("not a VIS-MAE state dict: none of decoder_pred.weight, skip_connection_layers.0.weight or head.weight+norm.weight is present".into());
+        return Err(ModelError::Unrecognised("not a VIS-MAE state dict: none of decoder_pred.weight, skip_connection_layers.0.weight or head.weight+norm.weight is present".into()));
     };
     let pe = shape(sd, "patch_embed.proj.weight")?;
     let [embed_dim, in_chans, patch_size, _] = pe else {
-        return Err(format!("patch_embed.proj.weight has shape {pe:?}, expected 4 dimensions"));
+        return Err(ModelError::Unrecognised(format!(
+            "patch_embed.proj.weight has shape {pe:?}, expected 4 dimensions"
+        )));
     };
     let mut depths = Vec::new();
     let mut num_heads = Vec::new();
@@ -76,7 +60,7 @@ pub fn detect(sd: &StateDict) -> Result<ModelInfo, String> {
         depths.push(depth);
     }
     if depths.is_empty() {
-        return Err("no encoder stages (layers.0.blocks.0.*) found".into());
+        return Err(ModelError::Unrecognised("no encoder stages (layers.0.blocks.0.*) found".into()));
     }
     let mlp_hidden = shape(sd, "layers.0.blocks.0.mlp.fc1.weight")?[0];
     let swin = SwinConfig {

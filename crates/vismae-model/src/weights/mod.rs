@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub use apply::{LoadOptions, LoadReport, ShapeMismatch, Visit, apply_state_dict, export_state_dict};
 pub use detect::{ModelInfo, ModelKind, detect};
-pub use transfer::{DecoderInit, mirror_encoder_into_decoder};
+pub use transfer::{DecoderInit, adapt_input_channels, mirror_encoder_into_decoder};
 
 /// Element values of one tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,17 +57,25 @@ pub struct TensorEntry {
     pub values: Values,
 }
 
-/// An official-layout state dict: key -> tensor, sorted by key.
+/// An official-layout state dict: key -> tensor, sorted by key, and the file's text metadata
+/// (safetensors `__metadata__`; vismae keeps its model card there).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StateDict {
     /// The tensors.
     pub tensors: BTreeMap<String, TensorEntry>,
+    /// Text metadata.
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl StateDict {
-    /// Number of elements over all floating-point tensors.
-    pub fn float_elements(&self) -> usize {
-        self.tensors.values().filter(|t| matches!(t.values, Values::F32(_))).map(|t| t.values.len()).sum()
+    /// The model card the file carries, if any.
+    pub fn card(&self) -> Option<vismae_run::ModelCard> {
+        vismae_run::ModelCard::from_metadata(&self.metadata)
+    }
+
+    /// Attaches a model card.
+    pub fn set_card(&mut self, card: &vismae_run::ModelCard) {
+        self.metadata.insert(vismae_run::ModelCard::METADATA_KEY.into(), card.to_json());
     }
 }
 

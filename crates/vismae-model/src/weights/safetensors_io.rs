@@ -40,6 +40,11 @@ pub fn read(path: &Path) -> Result<StateDict, WeightError> {
 pub fn from_bytes(bytes: &[u8]) -> Result<StateDict, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid safetensors file: {e}"))?;
     let mut out = StateDict::default();
+    if let Ok((_, meta)) = SafeTensors::read_metadata(bytes)
+        && let Some(m) = meta.metadata()
+    {
+        out.metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    }
     for (name, view) in st.tensors() {
         let dtype = format!("{:?}", view.dtype());
         let values = decode(&dtype, view.data()).ok_or_else(|| format!("tensor {name}: unsupported dtype {dtype}"))?;
@@ -69,7 +74,9 @@ pub fn to_bytes(sd: &StateDict) -> Result<Vec<u8>, String> {
                 .map_err(|e| format!("tensor {k}: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize(views, None).map_err(|e| e.to_string())
+    let meta: Option<std::collections::HashMap<String, String>> =
+        (!sd.metadata.is_empty()).then(|| sd.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    safetensors::serialize(views, meta).map_err(|e| e.to_string())
 }
 
 /// Writes a state dict to `path` atomically (temporary file in the same folder, then rename).

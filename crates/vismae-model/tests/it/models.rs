@@ -5,7 +5,7 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Distribution, Tensor};
-use vismae_model::Variant;
+use vismae_model::{Variant, VariantExt};
 
 type B = Flex;
 type AB = Autodiff<Flex>;

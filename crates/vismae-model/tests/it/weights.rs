@@ -2,11 +2,11 @@
 //! mismatches, partial loading and the mirrored decoder transfer.
 
 use burn::backend::Flex;
-use vismae_model::Variant;
 use vismae_model::weights::{
     DecoderInit, LoadOptions, ModelKind, WeightError, apply_state_dict, detect, export_state_dict,
     mirror_encoder_into_decoder, read_state_dict, safetensors_io,
 };
+use vismae_model::{Variant, VariantExt};
 
 type B = Flex;
 
@@ -76,7 +76,7 @@ fn shape_mismatch_is_an_error_unless_partial() {
 fn mirrored_decoder_copies_encoder_blocks() {
     let device = Default::default();
     let (_, mae) = export_state_dict::<B, _>(Variant::Tiny.mae(3).init::<B>(&device));
-    let mirrored = mirror_encoder_into_decoder(&mae, 4, DecoderInit::MirroredEncoder);
+    let mirrored = mirror_encoder_into_decoder(&mae, 4, DecoderInit::Mirrored);
     assert_eq!(
         mirrored.tensors["layers_up.2.blocks.0.attn.qkv.weight"],
         mae.tensors["layers.0.blocks.0.attn.qkv.weight"]

@@ -1,10 +1,19 @@
-//! The epoch loop both fine-tuning runs share: AdamW with a per-iteration warm-up + cosine
-//! schedule, a shuffled pass over the training examples, validation after every epoch, the best
-//! epoch's weights kept, `metrics.jsonl`, checkpoints every N epochs and `--resume`. Every random
-//! draw (order, augmentation, stochastic depth) is a function of the seed, the epoch and the step,
-//! so a resumed run logs exactly what the uninterrupted run logs.
+//! `vismae finetune seg|cls`: [`resolve`] turns a request into the complete
+//! [`FinetuneConfig`] before any work; [`start`] creates the run folder, writes `config.json` and
+//! runs the task ([`seg`] or [`cls`]); [`resume`] reads the config back and continues from the
+//! latest checkpoint. Both tasks share the epoch loop here: AdamW with a per-iteration warm-up +
+//! cosine schedule, a shuffled pass over the training examples, validation after every epoch, the
+//! best epoch's weights kept, `metrics.jsonl`, checkpoints every N epochs and `--resume`. Every
+//! random draw (order, augmentation, stochastic depth) is a function of the seed, the epoch and
+//! the step, so a resumed run logs exactly what the uninterrupted run logs.
 
-use std::path::{Path, PathBuf};
+pub mod cls;
+mod resolve;
+pub mod seg;
+
+pub use resolve::{FinetuneRequest, Resolved, SettingsFrom, describe, read_init, resolve};
+
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -17,12 +26,15 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use vismae_model::layers::with_stochastic_seed;
-use vismae_model::weights::{LoadOptions, StateDict, Visit, apply_state_dict, export_state_dict, safetensors_io};
+use vismae_model::weights::{
+    LoadOptions, StateDict, Visit, adapt_input_channels, apply_state_dict, export_state_dict, safetensors_io,
+};
+use vismae_run::{FinetuneConfig, ModelCard, RunDir, Task};
 
 use crate::checkpoint;
-use crate::pretrain::mix;
-use crate::run_dir::RunDir;
+use crate::error::{Result, TrainError};
 use crate::schedule::WarmupCosine;
+use crate::seeds::mix;
 
 /// The optimisation settings of a fine-tuning run.
 #[derive(Clone, Debug)]
@@ -59,7 +71,7 @@ pub struct Validation {
 }
 
 /// A fine-tuning task: how to compute a training batch's loss and how to validate.
-pub trait Task<B: AutodiffBackend> {
+pub trait FinetuneTask<B: AutodiffBackend> {
     /// The network.
     type Model: AutodiffModule<B> + Visit<B>;
     /// Training examples.
@@ -88,96 +100,54 @@ pub struct LoopOutcome {
     pub resumed_from: Option<usize>,
 }
 
-/// What `RUN/config.json` of a fine-tuning run holds: enough to resume it, predict with it and
-/// report it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FinetuneConfig {
-    /// `segmentation` or `classification`.
-    pub task: String,
-    /// The labelled set.
-    pub data: PathBuf,
-    /// Initial MAE weights, or `scratch`.
-    pub init: String,
-    /// Fold trained.
-    pub fold: usize,
-    /// Fraction of the fold's training cases.
-    pub fraction: f64,
-    /// The splits file, when one was given.
-    pub splits: Option<PathBuf>,
-    /// Training case ids.
-    pub train_cases: Vec<String>,
-    /// Validation case ids.
-    pub val_cases: Vec<String>,
-    /// Held-out test case ids, when the run has them.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub test_cases: Vec<String>,
-    /// Class names of the labelled set.
-    pub classes: Vec<String>,
-    /// `SegSettings` or `ClsSettings`.
-    pub settings: Value,
-}
-
-impl FinetuneConfig {
-    /// Reads `RUN/config.json`, which must be a run of `task` (any task when `None`).
-    pub fn read(run: &Path, task: Option<&str>) -> Result<Self, String> {
-        let path = run.join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (is this a `vismae finetune` run?)", path.display()))?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        match task {
-            Some(t) if cfg.task != t => Err(format!("{} is a {} run, not {t}", run.display(), cfg.task)),
-            _ => Ok(cfg),
-        }
-    }
-}
-
 /// Loads pre-trained weights into a fine-tuning model by name and shape and writes the key-by-key
 /// report to `RUN/transfer_report.txt`; returns the model and the number of tensors applied.
+/// A patch embedding of another channel count is adapted first (timm's `adapt_input_conv`), and
+/// the report says so.
 pub(crate) fn apply_init<B: Backend, M: Visit<B>>(
     model: M,
     sd: &StateDict,
+    in_chans: usize,
     run: &RunDir,
-) -> Result<(M, usize), String> {
-    let (model, report) = apply_state_dict(model, sd, LoadOptions::default()).map_err(|e| e.to_string())?;
-    run.write_atomic("transfer_report.txt", report.to_string().as_bytes()).map_err(|e| e.to_string())?;
+) -> Result<(M, usize)> {
+    let mut sd = sd.clone();
+    let note = adapt_input_channels(&mut sd, in_chans);
+    let (model, report) = apply_state_dict(model, &sd, LoadOptions::default())?;
+    let mut text = report.to_string();
+    if let Some(n) = note {
+        text.push_str(&format!("adapted:\n  {n}\n"));
+    }
+    run.write_atomic("transfer_report.txt", text.as_bytes())?;
     Ok((model, report.applied.len()))
 }
 
-/// Loads `RUN/best.safetensors` into the network `build` makes for the class count its head
-/// has; returns the network and that count. Every tensor of the network must be in the file.
-pub fn load_best<B: Backend, M: Visit<B>>(run: &Path, build: impl FnOnce(usize) -> M) -> Result<(M, usize), String> {
-    let weights = run.join("best.safetensors");
-    let sd = vismae_model::weights::read_state_dict(&weights).map_err(|e| e.to_string())?;
-    let classes = sd
-        .tensors
-        .get("head.weight")
-        .map(|t| t.shape[0])
-        .ok_or_else(|| format!("{}: no head.weight", weights.display()))?;
-    let (model, report) = apply_state_dict(build(classes), &sd, LoadOptions::default()).map_err(|e| e.to_string())?;
-    if let Some(first) = report.missing.first() {
-        return Err(format!("{}: {} tensors missing ({first}...)", weights.display(), report.missing.len()));
-    }
-    Ok((model, classes))
-}
-
 /// Both parts of a split must hold examples.
-pub(crate) fn check_sizes(train: usize, val: usize) -> Result<(), String> {
+pub(crate) fn check_sizes(train: usize, val: usize) -> Result<()> {
     if train == 0 || val == 0 {
-        return Err(format!("{train} training and {val} validation images: both must be non-empty"));
+        return Err(TrainError::invalid(format!(
+            "{train} training and {val} validation images: both must be non-empty"
+        )));
     }
     Ok(())
 }
 
+/// Writes `weights.safetensors`-style files with the run's model card.
+pub(crate) fn write_weights(mut sd: StateDict, card: &ModelCard, path: &Path) -> Result<()> {
+    sd.set_card(card);
+    Ok(safetensors_io::write(&sd, path)?)
+}
+
 /// Trains `model` on `task` in `run` (continuing from the latest checkpoint with `resume`);
 /// writes `metrics.jsonl`, `best.safetensors`, `final.safetensors` and checkpoints.
-pub fn train<B: AutodiffBackend, T: Task<B>>(
+pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
     task: &T,
     mut model: T::Model,
     ls: &LoopSettings,
     run: &RunDir,
     resume: bool,
+    card: &ModelCard,
     device: &B::Device,
-) -> Result<LoopOutcome, String> {
+) -> Result<LoopOutcome> {
     let n = task.train_len();
     let bs = ls.batch_size.max(1);
     let per_epoch = n.div_ceil(bs);
@@ -215,13 +185,13 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
             if !value.is_finite() {
                 pb.abandon();
                 let last = checkpoint::latest(run, "epoch").map(|(k, _)| format!("after epoch {k}"));
-                return Err(format!(
+                return Err(TrainError::Stopped(format!(
                     "the loss became {value} at epoch {} step {}; stopped. Last good checkpoint: {} in {}; best weights so far in best.safetensors. Lower the learning rate or check the data.",
                     epoch + 1,
                     it + 1,
                     last.unwrap_or_else(|| "none".into()),
                     checkpoint::dir(run).display()
-                ));
+                )));
             }
             losses.push(value);
             let lr = sched.at(epoch as f64 + it as f64 / per_epoch as f64);
@@ -238,14 +208,14 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
         line.insert("lr".into(), json!(sched.at(epoch as f64 + 1.0)));
         line.insert("images_per_s".into(), json!(n as f64 / secs));
         line.extend(v.fields.clone());
-        run.append_json("metrics.jsonl", &Value::Object(line)).map_err(|e| e.to_string())?;
+        run.append_json("metrics.jsonl", &Value::Object(line))?;
         if v.score > state.best_score || state.best_epoch == 0 {
             state.best_score = v.score;
             state.best_epoch = epoch + 1;
             state.best_fields = v.fields;
             let (m, sd) = export_state_dict::<B, _>(model);
             model = m;
-            safetensors_io::write(&sd, &run.join("best.safetensors")).map_err(|e| e.to_string())?;
+            write_weights(sd, card, &run.join("best.safetensors"))?;
         }
         state.epoch = epoch + 1;
         if state.epoch.is_multiple_of(ls.checkpoint_every.max(1)) || state.epoch == ls.epochs {
@@ -256,6 +226,69 @@ pub fn train<B: AutodiffBackend, T: Task<B>>(
     }
     pb.finish_and_clear();
     let (_, sd) = export_state_dict::<B, _>(model);
-    safetensors_io::write(&sd, &run.join("final.safetensors")).map_err(|e| e.to_string())?;
+    write_weights(sd, card, &run.join("final.safetensors"))?;
     Ok(LoopOutcome { best: (state.best_score, state.best_epoch, state.best_fields), resumed_from })
+}
+
+/// What a fine-tuning run did.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// A segmentation run.
+    Seg(seg::SegOutcome),
+    /// A classification run.
+    Cls(cls::ClsOutcome),
+}
+
+impl Outcome {
+    /// The epoch the run resumed after, if it did.
+    pub fn resumed_from(&self) -> Option<usize> {
+        match self {
+            Outcome::Seg(o) => o.resumed_from,
+            Outcome::Cls(o) => o.resumed_from,
+        }
+    }
+
+    /// Tensors applied from the initial weights.
+    pub fn transferred(&self) -> usize {
+        match self {
+            Outcome::Seg(o) => o.transferred,
+            Outcome::Cls(o) => o.transferred,
+        }
+    }
+}
+
+fn run_task<B: AutodiffBackend>(
+    cfg: &FinetuneConfig,
+    set: &vismae_data::labelled::LabelledSet,
+    init: Option<&StateDict>,
+    run: &RunDir,
+    resume: bool,
+    device: &B::Device,
+) -> Result<Outcome> {
+    Ok(match cfg.task {
+        Task::Segmentation => Outcome::Seg(seg::run::<B>(cfg, set, init, run, resume, device)?),
+        Task::Classification => Outcome::Cls(cls::run::<B>(cfg, set, init, run, resume, device)?),
+    })
+}
+
+/// Creates the run folder `out` (new or empty), writes `config.json` and runs the resolved request.
+pub fn start<B: AutodiffBackend>(resolved: &Resolved, out: &Path, device: &B::Device) -> Result<(RunDir, Outcome)> {
+    let run = RunDir::create(out)?;
+    resolved.config.write(&run)?;
+    let outcome = run_task::<B>(&resolved.config, &resolved.set, resolved.init.as_ref(), &run, false, device)?;
+    Ok((run, outcome))
+}
+
+/// Continues the run in `dir` (which must be of `task`, when given) from its latest checkpoint.
+pub fn resume<B: AutodiffBackend>(
+    dir: &Path,
+    task: Option<Task>,
+    device: &B::Device,
+) -> Result<(FinetuneConfig, RunDir, Outcome)> {
+    let run = RunDir::open_existing(dir)?;
+    let cfg = FinetuneConfig::read(dir, task)?;
+    let set = vismae_data::labelled::open(&cfg.data)?;
+    let init = read_init(&cfg.init)?;
+    let outcome = run_task::<B>(&cfg, &set, init.as_ref(), &run, true, device)?;
+    Ok((cfg, run, outcome))
 }

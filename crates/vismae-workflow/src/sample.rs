@@ -12,6 +12,8 @@ use vismae_data::source::SliceOptions;
 use vismae_data::volume::{Plane, Volume, nifti_affine, read_nifti, write_nifti_affine};
 use vismae_train::phantom::phantom;
 
+use crate::error::{Result, WorkflowError};
+
 /// The two sets the demo trains on.
 #[derive(Clone, Debug)]
 pub struct SampleSets {
@@ -37,16 +39,22 @@ fn aal_class(v: f32) -> f32 {
     AAL_GROUPS.iter().position(|(_, rs)| rs.iter().any(|r| r.contains(&v))).map_or(0.0, |k| (k + 1) as f32)
 }
 
-fn io(p: &Path) -> impl Fn(std::io::Error) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("{}: {e}", p.display())
+fn io(p: &Path) -> impl FnOnce(std::io::Error) -> WorkflowError + '_ {
+    WorkflowError::io(p)
 }
 
 /// Colin27 (`ch2.nii.gz`) and AAL (`aal.nii.gz`) as an nnU-Net set of axial slabs of `slab`
 /// slices (those holding any labelled structure), one case per slab.
-pub fn colin_aal_set(ch2: &Path, aal: &Path, out: &Path, slab: usize) -> anyhow::Result<usize> {
+pub fn colin_aal_set(ch2: &Path, aal: &Path, out: &Path, slab: usize) -> Result<usize> {
     let (t1, labels) = (read_nifti(ch2)?, read_nifti(aal)?);
     if t1.dims[..3] != labels.dims[..3] {
-        anyhow::bail!("{} is {:?} but {} is {:?}", ch2.display(), t1.dims, aal.display(), labels.dims);
+        return Err(WorkflowError::invalid(format!(
+            "{} is {:?} but {} is {:?}",
+            ch2.display(),
+            t1.dims,
+            aal.display(),
+            labels.dims
+        )));
     }
     let affine = nifti_affine(ch2)?;
     let [nx, ny, nz, _] = t1.dims;
@@ -86,24 +94,31 @@ pub fn colin_aal_set(ch2: &Path, aal: &Path, out: &Path, slab: usize) -> anyhow:
         "file_ending": ".nii.gz",
         "description": format!("Colin27 T1 (mricron-data ch2.nii.gz) with AAL regions grouped into 5 structures, cut into axial slabs of {slab} slices (one subject: cases are slabs)"),
     });
-    std::fs::write(out.join("dataset.json"), serde_json::to_string_pretty(&meta)?).map_err(io(out))?;
+    write_json(&out.join("dataset.json"), &meta)?;
     Ok(cases)
 }
 
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| WorkflowError::invalid(e.to_string()))?;
+    std::fs::write(path, text).map_err(io(path))
+}
+
+fn save_grey(path: &Path, side: usize, v: Vec<u8>) -> Result<()> {
+    image::GrayImage::from_raw(side as u32, side as u32, v)
+        .ok_or_else(|| WorkflowError::invalid("phantom size"))?
+        .save(path)
+        .map_err(|e| WorkflowError::invalid(format!("{}: {e}", path.display())))
+}
+
 /// `n` labelled phantoms as an nnU-Net set of PNG cases.
-fn phantom_set(out: &Path, n: usize, side: usize, seed: u64) -> anyhow::Result<()> {
+fn phantom_set(out: &Path, n: usize, side: usize, seed: u64) -> Result<()> {
     for d in ["imagesTr", "labelsTr"] {
         std::fs::create_dir_all(out.join(d)).map_err(io(out))?;
     }
     for i in 0..n {
         let p = phantom(seed ^ 0x6c61_6265, i as u64, side);
         let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
-        let save = |path: PathBuf, v: Vec<u8>| -> anyhow::Result<()> {
-            image::GrayImage::from_raw(side as u32, side as u32, v)
-                .ok_or_else(|| anyhow::anyhow!("phantom size"))?
-                .save(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-        };
+        let save = |path: PathBuf, v: Vec<u8>| -> Result<()> { save_grey(&path, side, v) };
         save(out.join(format!("imagesTr/phantom_{i:03}_0000.png")), img)?;
         save(out.join(format!("labelsTr/phantom_{i:03}.png")), p.labels)?;
     }
@@ -111,13 +126,13 @@ fn phantom_set(out: &Path, n: usize, side: usize, seed: u64) -> anyhow::Result<(
         "name": "Phantoms", "channel_names": {"0": "grey"}, "labels": {"background": 0, "body": 1, "lesion": 2},
         "numTraining": n, "file_ending": ".png",
     });
-    std::fs::write(out.join("dataset.json"), serde_json::to_string_pretty(&meta)?).map_err(io(out))?;
+    write_json(&out.join("dataset.json"), &meta)?;
     Ok(())
 }
 
 /// Files of `raw` that go into pre-training: everything readable except the atlas subject
 /// (Colin27, which the labelled set is made of) and label maps.
-fn pretrain_sources(raw: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn pretrain_sources(raw: &Path) -> Result<Vec<PathBuf>> {
     let skip = ["ch2", "aal", "brodmann", "jhu", "harvardoxford", "aicha", "natbrainlab", "inia19", "_gm_", "_wm_"];
     let files = walk(&[raw.to_path_buf()])?;
     Ok(files
@@ -136,7 +151,7 @@ fn pretrain_sources(raw: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Builds (or reuses) the demo's two sets under `out`: from `sample/raw` when it holds the
 /// fetched files, else from phantoms.
-pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> anyhow::Result<SampleSets> {
+pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> Result<SampleSets> {
     let pretrain = out.join("pretrain-set");
     let quiet = |_: vismae_data::dataset::ingest::Progress| {};
     let opts = |stride: usize| IngestOptions {
@@ -172,10 +187,7 @@ pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> anyho
         let p = phantom(seed, i, size);
         let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
         let path = unlabelled.join(format!("{i:04}.png"));
-        image::GrayImage::from_raw(size as u32, size as u32, img)
-            .ok_or_else(|| anyhow::anyhow!("phantom size"))?
-            .save(&path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        save_grey(&path, size, img)?;
     }
     ingest(&[unlabelled], &pretrain, &opts(1), &quiet)?;
     Ok(SampleSets { pretrain, labelled, origin: "generated phantoms (no sample data found)".into() })

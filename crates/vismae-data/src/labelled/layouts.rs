@@ -1,116 +1,28 @@
-//! Labelled data for fine-tuning, from the layouts people already have: nnU-Net raw folders
-//! (`dataset.json`, `imagesTr/CASE_0000.nii.gz`, `labelsTr/CASE.nii.gz`), MONAI / Decathlon datalist
-//! JSON, the reference code's CSV (`image,mask` or `image,label`), class-per-folder trees, and
-//! multi-label CSV (NIH ChestX-ray14: `Image Index`, `Finding Labels` split on `|`, `Patient ID`).
-//! Every sample keeps a case id and a group id (the patient when known) for grouped splits.
+//! The five labelled layouts: nnU-Net raw folders, datalist JSON, the reference CSVs (and
+//! ChestX-ray14's multi-label CSV), and class-per-folder trees.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
-
+use super::{LabelledSet, Layout, Sample, Target, bad, is_image_file, read_json};
 use crate::error::{DataError, Reason};
-use crate::raster::Raster;
-use crate::source::{SliceOptions, Source};
-use crate::volume::Plane;
 
-/// What a sample's label is.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Target {
-    /// A label map (pixel or voxel value = class index).
-    Mask(PathBuf),
-    /// One class index.
-    Class(usize),
-    /// Several class indices (multi-label).
-    Labels(Vec<usize>),
-}
-
-/// One labelled case.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Sample {
-    /// Case id (unique in the set).
-    pub id: String,
-    /// Grouping id for splits: the patient when known, else the case.
-    pub group: String,
-    /// Image file(s); nnU-Net cases with several channels list them in channel order.
-    pub images: Vec<PathBuf>,
-    /// The label.
-    pub target: Target,
-}
-
-/// The layout a set was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Layout {
-    /// nnU-Net raw folder.
-    NnUnet,
-    /// MONAI / Decathlon datalist JSON.
-    Datalist,
-    /// The reference code's CSV.
-    Csv,
-    /// Multi-label CSV (ChestX-ray14 style).
-    MultiLabelCsv,
-    /// One folder per class.
-    ClassFolders,
-}
-
-/// A labelled set.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LabelledSet {
-    /// Where it came from.
-    pub layout: Layout,
-    /// Class names by index (index 0 = background for segmentation).
-    pub classes: Vec<String>,
-    /// Whether samples carry label maps (segmentation) rather than classes.
-    pub segmentation: bool,
-    /// Whether classification is multi-label.
-    pub multi_label: bool,
-    /// The samples, in a stable order.
-    pub samples: Vec<Sample>,
-}
-
-fn bad(path: &Path, msg: impl Into<String>) -> DataError {
-    DataError::new(path, Reason::BadArgument, msg)
-}
-
-fn read_json(path: &Path) -> Result<serde_json::Value, DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| DataError::new(path, Reason::Corrupt, format!("invalid JSON: {e}")))
-}
-
-fn is_image_file(p: &Path) -> bool {
-    let name = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd"]
-        .iter()
-        .any(|e| name.ends_with(e))
-        || !name.contains('.')
-}
-
-/// Opens a labelled set, recognising its layout: a folder with `dataset.json` and `imagesTr/`
-/// (nnU-Net), a folder of class sub-folders, a `.json` datalist, or a `.csv` file.
-pub fn open(path: &Path) -> Result<LabelledSet, DataError> {
-    if path.is_dir() {
-        if path.join("imagesTr").is_dir() && path.join("dataset.json").is_file() {
-            return nnunet(path);
-        }
-        return class_folders(path);
-    }
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("json") => datalist(path),
-        Some("csv") => csv(path),
-        _ => Err(bad(
-            path,
-            "not a labelled set: expected an nnU-Net folder, a folder of class folders, a datalist .json or a .csv",
-        )),
-    }
-}
-
-fn nnunet(root: &Path) -> Result<LabelledSet, DataError> {
+pub(crate) fn nnunet(root: &Path) -> Result<LabelledSet, DataError> {
     let meta_path = root.join("dataset.json");
     let meta = read_json(&meta_path)?;
     let ending = meta["file_ending"].as_str().unwrap_or(".nii.gz").to_string();
-    let channels = meta["channel_names"].as_object().map_or(1, |m| m.len()).max(1);
+    let mut channel_names: Vec<(usize, String)> = meta["channel_names"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.parse().unwrap_or(usize::MAX), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    channel_names.sort();
+    let channel_names: Vec<String> =
+        if channel_names.is_empty() { vec![String::new()] } else { channel_names.into_iter().map(|c| c.1).collect() };
+    let channels = channel_names.len();
     let mut classes: Vec<(i64, String)> = match meta["labels"].as_object() {
         Some(m) => m.iter().filter_map(|(name, v)| v.as_i64().map(|i| (i, name.clone()))).collect(),
         None => return Err(bad(&meta_path, "dataset.json has no \"labels\" mapping")),
@@ -156,6 +68,7 @@ fn nnunet(root: &Path) -> Result<LabelledSet, DataError> {
         classes: classes.into_iter().map(|c| c.1).collect(),
         segmentation: true,
         multi_label: false,
+        channel_names,
         samples,
     })
 }
@@ -170,7 +83,7 @@ fn case_id(p: &Path) -> String {
     name
 }
 
-fn datalist(path: &Path) -> Result<LabelledSet, DataError> {
+pub(crate) fn datalist(path: &Path) -> Result<LabelledSet, DataError> {
     let v = read_json(path)?;
     let base = path.parent().unwrap_or(Path::new("."));
     let list = v["training"].as_array().ok_or_else(|| bad(path, "datalist has no \"training\" list"))?;
@@ -220,7 +133,14 @@ fn datalist(path: &Path) -> Result<LabelledSet, DataError> {
         }
         None => (0..=max_class).map(|c| c.to_string()).collect(),
     };
-    Ok(LabelledSet { layout: Layout::Datalist, classes, segmentation, multi_label, samples })
+    Ok(LabelledSet {
+        layout: Layout::Datalist,
+        classes,
+        segmentation,
+        multi_label,
+        channel_names: vec![String::new()],
+        samples,
+    })
 }
 
 /// Minimal CSV: comma-separated, double quotes around fields that contain commas.
@@ -253,7 +173,7 @@ pub fn reference_label(s: &str) -> Option<usize> {
     Some(usize::from(matches!(s.to_ascii_lowercase().as_str(), "positive" | "yes" | "malignant")))
 }
 
-fn csv(path: &Path) -> Result<LabelledSet, DataError> {
+pub(crate) fn csv(path: &Path) -> Result<LabelledSet, DataError> {
     let text = std::fs::read_to_string(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
     let rows = parse_csv(&text);
     let Some((header, rows)) = rows.split_first() else { return Err(bad(path, "the CSV is empty")) };
@@ -301,6 +221,7 @@ fn csv(path: &Path) -> Result<LabelledSet, DataError> {
             classes: sorted,
             segmentation: false,
             multi_label: true,
+            channel_names: vec![String::new()],
             samples,
         });
     }
@@ -332,10 +253,17 @@ fn csv(path: &Path) -> Result<LabelledSet, DataError> {
         samples.push(Sample { id, group, images: vec![image], target });
     }
     let classes = if segmentation { Vec::new() } else { (0..=max_class.max(1)).map(|c| c.to_string()).collect() };
-    Ok(LabelledSet { layout: Layout::Csv, classes, segmentation, multi_label: false, samples })
+    Ok(LabelledSet {
+        layout: Layout::Csv,
+        classes,
+        segmentation,
+        multi_label: false,
+        channel_names: vec![String::new()],
+        samples,
+    })
 }
 
-fn class_folders(root: &Path) -> Result<LabelledSet, DataError> {
+pub(crate) fn class_folders(root: &Path) -> Result<LabelledSet, DataError> {
     let mut classes: Vec<PathBuf> = std::fs::read_dir(root)
         .map_err(|e| DataError::new(root, Reason::Io, e.to_string()))?
         .flatten()
@@ -369,97 +297,12 @@ fn class_folders(root: &Path) -> Result<LabelledSet, DataError> {
     }
     let names =
         classes.iter().map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()).collect();
-    Ok(LabelledSet { layout: Layout::ClassFolders, classes: names, segmentation: false, multi_label: false, samples })
-}
-
-/// One 2-D image with its label map, both at their native size.
-#[derive(Clone, Debug)]
-pub struct SegPair {
-    /// Grey or multi-channel image values (unnormalised).
-    pub image: Raster,
-    /// Class index per pixel.
-    pub mask: Raster,
-    /// Slice (volumes) or frame index.
-    pub index: usize,
-}
-
-impl SegPair {
-    /// Both resized to `size x size`: the image antialiased bilinear, the mask nearest neighbour
-    /// (so it keeps class indices only), as the reference does (`TF.resize` with `NEAREST`).
-    pub fn resized(&self, size: usize) -> SegPair {
-        SegPair {
-            image: self.image.resize_bilinear(size, size),
-            mask: self.mask.resize_nearest(size, size),
-            index: self.index,
-        }
-    }
-}
-
-/// Reads a segmentation sample as 2-D pairs: every slice of a volume along `plane`, or the one
-/// image of a 2-D file. Image and mask must have the same geometry: a clear error names the case.
-pub fn seg_pairs(sample: &Sample, plane: Plane) -> Result<Vec<SegPair>, DataError> {
-    let Target::Mask(mask_path) = &sample.target else {
-        return Err(bad(&sample.images[0], format!("case {} has no label map", sample.id)));
-    };
-    let opts = SliceOptions { planes: vec![plane], stride: 1, skip_empty: false };
-    let mask_src = Source::open(mask_path, &opts)?;
-    let img_srcs = sample.images.iter().map(|p| Source::open(p, &opts)).collect::<Result<Vec<_>, _>>()?;
-    for (p, s) in sample.images.iter().zip(&img_srcs) {
-        if s.len() != mask_src.len() {
-            return Err(bad(
-                p,
-                format!(
-                    "case {}: the image has {} slice(s), its mask {} ({})",
-                    sample.id,
-                    s.len(),
-                    mask_src.len(),
-                    mask_path.display()
-                ),
-            ));
-        }
-    }
-    let mut out = Vec::with_capacity(mask_src.len());
-    for k in 0..mask_src.len() {
-        let mask = mask_src.image(k, &opts)?.map(|m| m.raster.to_grey()).ok_or_else(|| bad(mask_path, "empty mask"))?;
-        let mut channels = Vec::new();
-        for (p, s) in sample.images.iter().zip(&img_srcs) {
-            let img = s.image(k, &opts)?.map(|m| m.raster).ok_or_else(|| bad(p, "empty image"))?;
-            if (img.width, img.height) != (mask.width, mask.height) {
-                return Err(bad(
-                    p,
-                    format!(
-                        "case {}: image is {}x{} but its mask {} is {}x{}",
-                        sample.id,
-                        img.width,
-                        img.height,
-                        mask_path.display(),
-                        mask.width,
-                        mask.height
-                    ),
-                ));
-            }
-            channels.push(img);
-        }
-        let image = if channels.len() == 1 {
-            channels.remove(0).to_grey()
-        } else {
-            let (w, h, c) = (mask.width, mask.height, channels.len());
-            let mut data = Vec::with_capacity(w * h * c);
-            for i in 0..w * h {
-                for ch in &channels {
-                    data.push(ch.data[i * ch.channels]);
-                }
-            }
-            Raster::new(w, h, c, data)
-        };
-        if mask.data.iter().any(|&v| v < 0.0 || v.fract() != 0.0) {
-            return Err(DataError::new(
-                mask_path,
-                Reason::Corrupt,
-                format!("case {}: the mask holds values that are not class indices", sample.id),
-            ));
-        }
-        out.push(SegPair { image, mask, index: k });
-    }
-    Ok(out)
+    Ok(LabelledSet {
+        layout: Layout::ClassFolders,
+        classes: names,
+        segmentation: false,
+        multi_label: false,
+        channel_names: vec![String::new()],
+        samples,
+    })
 }

@@ -1,0 +1,81 @@
+//! `vismae predict`: arguments in, the workflow's prediction with a progress bar, a summary out.
+
+use std::path::PathBuf;
+
+use vismae_train::predict::PredictOptions;
+use vismae_workflow::predict::{self, Cases, PredictRequest};
+
+use crate::{Backend, device};
+
+/// Which cases of a labelled set to predict.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CasesArg {
+    /// Every case.
+    All,
+    /// The run's validation cases.
+    Val,
+    /// The run's held-out test cases.
+    Test,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// Run folder of `vismae finetune seg` or `finetune cls` (config.json, best.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Images, volumes, or folders holding a DICOM series (for runs on several channels:
+    /// CASE_0000, CASE_0001, ... files, grouped by case).
+    #[arg(required_unless_present = "data")]
+    inputs: Vec<PathBuf>,
+    /// A labelled set whose cases to predict instead (outputs named by case id; classification
+    /// fills the label column).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// With --data: all cases, or the run's validation (`val`) or test cases.
+    #[arg(long, value_enum, default_value = "all")]
+    cases: CasesArg,
+    /// Output folder (created; existing files are never overwritten).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write colour overlays (the middle slice for volumes).
+    #[arg(long)]
+    overlay: bool,
+    /// Also write class probabilities (segmentation).
+    #[arg(long)]
+    probabilities: bool,
+}
+
+pub fn run(a: PredictArgs) -> anyhow::Result<()> {
+    let req = PredictRequest {
+        model: a.model,
+        inputs: a.inputs,
+        data: a.data,
+        cases: match a.cases {
+            CasesArg::All => Cases::All,
+            CasesArg::Val => Cases::Val,
+            CasesArg::Test => Cases::Test,
+        },
+        out: a.out,
+        options: PredictOptions { overlay: a.overlay, probabilities: a.probabilities },
+    };
+    let pb = vismae_run::RunDir::bar(0, 0, "predict", "cases");
+    let s = predict::predict::<Backend>(&req, &device(), &|done, total, written| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+        let names: Vec<String> = written.iter().map(|f| f.display().to_string()).collect();
+        pb.println(names.join(", "));
+    })?;
+    pb.finish_and_clear();
+    match s.task {
+        vismae_run::Task::Classification => println!(
+            "{} cases classified ({}) -> {}",
+            s.cases,
+            s.classes.join(", "),
+            s.written.first().map(|p| p.display().to_string()).unwrap_or_default()
+        ),
+        vismae_run::Task::Segmentation => {
+            println!("{} inputs segmented in {:.1} s into {}", s.cases, s.seconds, req.out.display())
+        }
+    }
+    Ok(())
+}

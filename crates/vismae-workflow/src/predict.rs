@@ -1,0 +1,145 @@
+//! `vismae predict`: a fine-tuned run over image files, volumes and DICOM series folders, or over
+//! the cases of a labelled set (all, or the run's validation cases), each case prepared as the
+//! run was trained. Segmentation writes masks (and overlays, probabilities) per case;
+//! classification writes `predictions.csv` in the `evaluate cls` format.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use vismae_data::labelled::Target;
+use vismae_run::{FinetuneConfig, Task};
+use vismae_train::infer::{ClsNet, SegNet};
+use vismae_train::predict::{PredictOptions, classify, group_inputs, segment_case, write_predictions_csv};
+
+use crate::error::{Result, WorkflowError};
+
+/// Which cases of a labelled set to predict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cases {
+    /// Every case.
+    #[default]
+    All,
+    /// The run's validation cases.
+    Val,
+    /// The run's held-out test cases.
+    Test,
+}
+
+/// What to predict.
+#[derive(Clone, Debug)]
+pub struct PredictRequest {
+    /// The fine-tuning run.
+    pub model: PathBuf,
+    /// Files, volumes or series folders (grouped into cases by nnU-Net channel names when the
+    /// run takes several files per case).
+    pub inputs: Vec<PathBuf>,
+    /// A labelled set whose cases to predict as well (outputs named by case id).
+    pub data: Option<PathBuf>,
+    /// Which of its cases.
+    pub cases: Cases,
+    /// Output folder (created; existing files are never overwritten).
+    pub out: PathBuf,
+    /// Overlays and probabilities.
+    pub options: PredictOptions,
+}
+
+/// What `predict` did.
+#[derive(Clone, Debug)]
+pub struct PredictSummary {
+    /// The run's task.
+    pub task: Task,
+    /// Cases predicted.
+    pub cases: usize,
+    /// Files written.
+    pub written: Vec<PathBuf>,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// The cases to predict: `(name, files, target when known)`.
+type Item = (String, Vec<PathBuf>, Option<Target>);
+
+fn items(req: &PredictRequest, cfg: &FinetuneConfig) -> Result<Vec<Item>> {
+    let channels = if cfg.preprocess.channels == vismae_run::Channels::Stack { cfg.preprocess.in_chans } else { 1 };
+    let mut items: Vec<Item> =
+        group_inputs(&req.inputs, channels)?.into_iter().map(|(name, files)| (name, files, None)).collect();
+    if let Some(data) = &req.data {
+        let set = vismae_data::labelled::open(data)?;
+        let keep: Option<&[String]> = match req.cases {
+            Cases::All => None,
+            Cases::Val => Some(&cfg.val_cases),
+            Cases::Test => Some(&cfg.test_cases),
+        };
+        for s in set.samples {
+            if keep.is_none_or(|k| k.contains(&s.id)) {
+                let target = (cfg.task == Task::Classification).then_some(s.target.clone());
+                items.push((s.id, s.images, target));
+            }
+        }
+    }
+    if items.is_empty() {
+        return Err(WorkflowError::invalid("nothing to predict: give input files or --data"));
+    }
+    Ok(items)
+}
+
+/// Runs `req` on `device`, calling `progress(done, total, written)` after each case.
+pub fn predict<B: Backend>(
+    req: &PredictRequest,
+    device: &B::Device,
+    progress: &dyn Fn(usize, usize, &[PathBuf]),
+) -> Result<PredictSummary> {
+    let started = std::time::Instant::now();
+    let cfg = FinetuneConfig::read(&req.model, None)?;
+    let items = items(req, &cfg)?;
+    std::fs::create_dir_all(&req.out).map_err(WorkflowError::io(&req.out))?;
+    let mut written = Vec::new();
+    let classes = match cfg.task {
+        Task::Classification => {
+            let net = ClsNet::<B>::load(&req.model, device)?;
+            let files: Vec<Vec<PathBuf>> = items.iter().map(|i| i.1.clone()).collect();
+            let probs = classify(&net, &files, device)?;
+            let rows: Vec<_> = items.iter().zip(probs).map(|((id, _, t), p)| (id.clone(), t.clone(), p)).collect();
+            let csv = req.out.join("predictions.csv");
+            write_predictions_csv(&csv, net.multi_label, &rows)?;
+            progress(items.len(), items.len(), std::slice::from_ref(&csv));
+            written.push(csv);
+            net.classes.clone()
+        }
+        Task::Segmentation => {
+            let net = SegNet::<B>::load(&req.model, device)?;
+            for (k, (name, files, _)) in items.iter().enumerate() {
+                let w = segment_case(&net, files, name, &req.out, req.options, device)?;
+                progress(k + 1, items.len(), &w);
+                written.extend(w);
+            }
+            (0..net.classes).map(|c| cfg.classes.get(c).cloned().unwrap_or_else(|| c.to_string())).collect()
+        }
+    };
+    Ok(PredictSummary {
+        task: cfg.task,
+        cases: items.len(),
+        written,
+        classes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Predictions of a segmentation run for `cases` of its labelled set, named by case id, into `out`.
+pub fn segment_cases<B: Backend>(
+    run: &Path,
+    cases: &[(String, Vec<PathBuf>)],
+    out: &Path,
+    options: PredictOptions,
+    device: &B::Device,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).map_err(WorkflowError::io(out))?;
+    let net = SegNet::<B>::load(run, device)?;
+    let mut written = Vec::new();
+    for (name, files) in cases {
+        written.extend(segment_case(&net, files, name, out, options, device)?);
+    }
+    Ok(written)
+}
