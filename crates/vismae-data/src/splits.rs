@@ -141,12 +141,16 @@ pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64])
         return Err(SplitError(format!("fraction {f} must be in (0, 1]")));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    // folds: groups in stratified order, each to the fold with the fewest cases so far
+    // folds: groups in stratified order, each to the fold with the fewest cases of its class so
+    // far (then the fewest cases, then the lowest index), so every fold keeps the class mix
     let ordered = stratified_order(groups.into_values().collect(), &mut rng);
     let mut fold_groups: Vec<Vec<usize>> = vec![Vec::new(); folds];
     let mut fold_size = vec![0usize; folds];
+    let mut class_size: BTreeMap<Option<usize>, Vec<usize>> = BTreeMap::new();
     for (gi, g) in ordered.iter().enumerate() {
-        let k = (0..folds).min_by_key(|&k| (fold_size[k], k)).unwrap_or(0);
+        let of_class = class_size.entry(g.class).or_insert_with(|| vec![0; folds]);
+        let k = (0..folds).min_by_key(|&k| (of_class[k], fold_size[k], k)).unwrap_or(0);
+        of_class[k] += g.cases.len();
         fold_groups[k].push(gi);
         fold_size[k] += g.cases.len();
     }
@@ -186,6 +190,21 @@ pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_fold_keeps_the_class_mix() {
+        // two balanced classes into an even number of folds: dealing the alternating order round
+        // robin would give each fold one class
+        let items: Vec<Item> =
+            (0..20).map(|i| Item { id: format!("c{i}"), group: format!("c{i}"), class: Some(i % 2) }).collect();
+        for folds in [2, 4, 5] {
+            for f in grouped_kfold(&items, folds, 7, &[1.0]).unwrap() {
+                let lesions = f.val.iter().filter(|id| id[1..].parse::<usize>().unwrap() % 2 == 1).count();
+                let n = f.val.len();
+                assert!(lesions * 2 >= n - 1 && lesions * 2 <= n + 1, "{folds} folds: {:?}", f.val);
+            }
+        }
+    }
     use std::collections::HashSet;
 
     fn items(n: usize, per_group: usize, classes: usize) -> Vec<Item> {

@@ -3,6 +3,11 @@
 //! [`Preprocess`], batched, forward (split over the CPU workers), softmax (or sigmoid), then for
 //! segmentation the first of equal maxima per pixel and nearest-neighbour back to each image's
 //! own size. [`SegNet`] and [`ClsNet`] load a fine-tuning run's best weights for prediction.
+//!
+//! An image's output depends, in its last bits, on the images batched with it (the CPU kernels
+//! block the work by batch size), and a last bit can flip a near-tie in the argmax. So validation
+//! and prediction batch alike: the images of the cases in order, in chunks of the run's batch size,
+//! chunks running on across case boundaries.
 
 use std::path::Path;
 

@@ -222,39 +222,6 @@ fn prepare(spec: &Preprocess, images: &[Vec<Raster>]) -> Result<Vec<Planes>> {
 /// asked for.
 type ImagePrediction = (Vec<u8>, Vec<Vec<f32>>);
 
-/// Class maps (and, with `probabilities`, class probability planes) of a case's images at their
-/// own sizes.
-fn segment<B: Backend>(
-    net: &SegNet<B>,
-    images: &[Vec<Raster>],
-    probabilities: bool,
-    device: &B::Device,
-) -> Result<Vec<ImagePrediction>> {
-    let spec = &net.config.preprocess;
-    let inputs = prepare(spec, images)?;
-    let (n, c) = (spec.size, net.classes);
-    let px = n * n;
-    let mut out = Vec::with_capacity(images.len());
-    let refs: Vec<&Planes> = inputs.iter().collect();
-    for (chunk, imgs) in refs.chunks(net.batch_size()).zip(images.chunks(net.batch_size())) {
-        let p = seg_probabilities(&net.model, spec, chunk, device);
-        for (i, files) in imgs.iter().enumerate() {
-            let (w, h) = (files[0].width, files[0].height);
-            let probs = &p[i * c * px..(i + 1) * c * px];
-            let mask = labels_to_size(argmax_labels(probs, c, px), n, w, h);
-            let planes = if probabilities {
-                (0..c)
-                    .map(|k| Raster::new(n, n, 1, probs[k * px..(k + 1) * px].to_vec()).resize_bilinear(w, h).data)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            out.push((mask, planes));
-        }
-    }
-    Ok(out)
-}
-
 const COLOURS: [[u8; 3]; 6] =
     [[230, 25, 75], [60, 180, 75], [0, 130, 200], [255, 225, 25], [145, 30, 180], [70, 240, 240]];
 
@@ -374,20 +341,11 @@ fn write_frame_outputs(
     Ok(written)
 }
 
-/// Segments one case (its image files, or a folder holding DICOM series) into `out` (which must
-/// exist), naming the outputs after `name`; returns the files written.
-pub fn segment_case<B: Backend>(
-    net: &SegNet<B>,
-    files: &[PathBuf],
-    name: &str,
-    out: &Path,
-    opts: PredictOptions,
-    device: &B::Device,
-) -> Result<Vec<PathBuf>> {
-    let spec = &net.config.preprocess;
-    let plane = net.config.seg().map(|s| s.plane).unwrap_or_default();
+/// The 2-D images of one input case, read as the run was trained: a DICOM series folder may
+/// hold several series, each its own output (`NAME.seriesK`).
+fn read_case(spec: &Preprocess, plane: Plane, files: &[PathBuf], name: &str) -> Result<Vec<(String, CaseImages)>> {
     let first = files.first().ok_or_else(|| TrainError::invalid("a case without image files"))?;
-    let cases: Vec<(String, CaseImages)> = if first.is_dir() {
+    if first.is_dir() {
         if files.len() > 1 || (spec.channels == Channels::Stack && spec.in_chans > 1) {
             return Err(TrainError::invalid(format!(
                 "{}: a DICOM series folder gives one channel; this model takes {} per case",
@@ -406,21 +364,101 @@ pub fn segment_case<B: Backend>(
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                Ok((if many { format!("{name}.series{i}") } else { name.to_string() }, read_series(s, spec, plane)?))
+                let tag = if many { format!("{name}.series{i}") } else { name.to_string() };
+                Ok((tag, read_series(s, spec, plane)?))
             })
-            .collect::<Result<_>>()?
+            .collect()
     } else if is_volume(first) {
-        vec![(name.to_string(), read_volume_case(files, spec, plane)?)]
+        Ok(vec![(name.to_string(), read_volume_case(files, spec, plane)?)])
     } else {
-        vec![(name.to_string(), read_frames(files, spec, plane)?)]
-    };
+        Ok(vec![(name.to_string(), read_frames(files, spec, plane)?)])
+    }
+}
+
+/// A case waiting for the rest of its images' predictions.
+struct Pending {
+    tag: String,
+    case: CaseImages,
+    preds: Vec<Option<ImagePrediction>>,
+}
+
+/// Segments `cases` (each `(name, image files or a DICOM series folder)`) into `out` (which must
+/// exist), outputs named after the cases; `progress(case, written)` is called as each case is
+/// written. The images of all cases are predicted in order in chunks of the run's batch size, as
+/// validation predicts the validation cases, so a run's logged validation Dice is what
+/// `evaluate seg` gives these outputs.
+pub fn segment_cases<B: Backend>(
+    net: &SegNet<B>,
+    cases: &[(String, Vec<PathBuf>)],
+    out: &Path,
+    opts: PredictOptions,
+    device: &B::Device,
+    progress: &mut dyn FnMut(&str, &[PathBuf]),
+) -> Result<Vec<PathBuf>> {
+    let spec = &net.config.preprocess;
+    let plane = net.config.seg().map(|s| s.plane).unwrap_or_default();
+    let (n, c, batch) = (spec.size, net.classes, net.batch_size());
+    let px = n * n;
+    let mut pending: std::collections::VecDeque<Pending> = Default::default();
+    // (index into `pending` counted from its first case ever, image) waiting for a forward pass
+    let mut queue: Vec<(usize, usize, Planes)> = Vec::new();
+    let mut first_case = 0usize; // case number of pending[0]
+    let mut next_case = 0usize;
     let mut written = Vec::new();
-    for (tag, case) in cases {
-        let preds = segment(net, &case.images, opts.probabilities, device)?;
-        written.extend(match case.layout {
-            Layout::Volume { .. } => write_volume_outputs(&case, &preds, net.classes, &tag, out, opts)?,
-            Layout::Frames => write_frame_outputs(&case, preds, &tag, out, opts)?,
-        });
+    let mut flush = |queue: &mut Vec<(usize, usize, Planes)>,
+                     pending: &mut std::collections::VecDeque<Pending>,
+                     first_case: &mut usize,
+                     all: bool|
+     -> Result<()> {
+        while queue.len() >= batch || (all && !queue.is_empty()) {
+            let take: Vec<(usize, usize, Planes)> = queue.drain(..batch.min(queue.len())).collect();
+            let inputs: Vec<&Planes> = take.iter().map(|t| &t.2).collect();
+            let p = seg_probabilities(&net.model, spec, &inputs, device);
+            for (i, (case, img, _)) in take.iter().enumerate() {
+                let slot = &mut pending[case - *first_case];
+                let (w, h) = (slot.case.images[*img][0].width, slot.case.images[*img][0].height);
+                let probs = &p[i * c * px..(i + 1) * c * px];
+                let mask = labels_to_size(argmax_labels(probs, c, px), n, w, h);
+                let planes = if opts.probabilities {
+                    (0..c)
+                        .map(|k| Raster::new(n, n, 1, probs[k * px..(k + 1) * px].to_vec()).resize_bilinear(w, h).data)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                slot.preds[*img] = Some((mask, planes));
+            }
+            // write the cases whose images are all predicted, in order
+            while pending.front().is_some_and(|p| p.preds.iter().all(Option::is_some)) {
+                let Some(done) = pending.pop_front() else { break };
+                *first_case += 1;
+                let preds: Vec<ImagePrediction> = done.preds.into_iter().flatten().collect();
+                let w = match done.case.layout {
+                    Layout::Volume { .. } => write_volume_outputs(&done.case, &preds, c, &done.tag, out, opts)?,
+                    Layout::Frames => write_frame_outputs(&done.case, preds, &done.tag, out, opts)?,
+                };
+                progress(&done.tag, &w);
+                written.extend(w);
+            }
+        }
+        Ok(())
+    };
+    for (name, files) in cases {
+        for (tag, case) in read_case(spec, plane, files, name)? {
+            let inputs = prepare(spec, &case.images)?;
+            let k = next_case;
+            next_case += 1;
+            queue.extend(inputs.into_iter().enumerate().map(|(i, p)| (k, i, p)));
+            pending.push_back(Pending { tag, preds: vec![None; case.images.len()], case });
+            flush(&mut queue, &mut pending, &mut first_case, false)?;
+        }
+    }
+    flush(&mut queue, &mut pending, &mut first_case, true)?;
+    // cases without images (empty files) are written empty
+    while let Some(done) = pending.pop_front() {
+        let w = write_frame_outputs(&done.case, Vec::new(), &done.tag, out, opts)?;
+        progress(&done.tag, &w);
+        written.extend(w);
     }
     Ok(written)
 }

@@ -4,7 +4,7 @@
 //! label fractions of one fold, predicts and evaluates the held-out cases, and writes a report
 //! (table, label-efficiency figure, curves, reconstructions, overlays).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -217,9 +217,4 @@ pub fn run<B: AutodiffBackend>(
     let title = format!("vismae demo: VIS-MAE pre-training and label-efficient segmentation ({})", sets.origin);
     let report = vismae_report::build(&runs, &out.join("report"), &title, &extras)?;
     Ok(DemoSummary { rows, markdown: report.markdown, html: report.html, seconds: started.elapsed().as_secs_f64() })
-}
-
-/// The demo's default output folder name, for messages.
-pub fn default_out() -> &'static Path {
-    Path::new("vismae-demo")
 }

@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use vismae_data::labelled::Target;
 use vismae_run::{FinetuneConfig, Task};
 use vismae_train::infer::{ClsNet, SegNet};
-use vismae_train::predict::{PredictOptions, classify, group_inputs, segment_case, write_predictions_csv};
+use vismae_train::predict::{PredictOptions, classify, group_inputs, write_predictions_csv};
 
 use crate::error::{Result, WorkflowError};
 
@@ -85,7 +85,7 @@ fn items(req: &PredictRequest, cfg: &FinetuneConfig) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-/// Runs `req` on `device`, calling `progress(done, total, written)` after each case.
+/// Runs `req` on `device`, calling `progress(done, total, written)` as cases are written.
 pub fn predict<B: Backend>(
     req: &PredictRequest,
     device: &B::Device,
@@ -110,11 +110,14 @@ pub fn predict<B: Backend>(
         }
         Task::Segmentation => {
             let net = SegNet::<B>::load(&req.model, device)?;
-            for (k, (name, files, _)) in items.iter().enumerate() {
-                let w = segment_case(&net, files, name, &req.out, req.options, device)?;
-                progress(k + 1, items.len(), &w);
-                written.extend(w);
-            }
+            let cases: Vec<(String, Vec<PathBuf>)> = items.iter().map(|i| (i.0.clone(), i.1.clone())).collect();
+            let mut done = 0;
+            let total = cases.len();
+            written =
+                vismae_train::predict::segment_cases(&net, &cases, &req.out, req.options, device, &mut |_, w| {
+                    done += 1;
+                    progress(done.min(total), total, w);
+                })?;
             (0..net.classes).map(|c| cfg.classes.get(c).cloned().unwrap_or_else(|| c.to_string())).collect()
         }
     };
@@ -137,9 +140,5 @@ pub fn segment_cases<B: Backend>(
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(WorkflowError::io(out))?;
     let net = SegNet::<B>::load(run, device)?;
-    let mut written = Vec::new();
-    for (name, files) in cases {
-        written.extend(segment_case(&net, files, name, out, options, device)?);
-    }
-    Ok(written)
+    Ok(vismae_train::predict::segment_cases(&net, cases, out, options, device, &mut |_, _| {})?)
 }
