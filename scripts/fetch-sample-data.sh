@@ -106,8 +106,29 @@ fi
   for d in "$raw"/*/; do echo "- $(basename "$d"): $(find "$d" -type f | wc -l) files"; done
 } > "$dir/SOURCES.md"
 
+# The modality of files that do not state their own (NIfTI, PNG, MHA), as `vismae ingest --modality
+# NAME=PATH` takes it: one line per path under raw/. The demo ingests only images whose modality
+# something states (DICOM files carry theirs); synthetic ITK pictures (circles, lines), shape
+# models and photographs (Visible Woman cryosections) stay unstated, and so stay out.
+itk=itk/usr/share/doc/insighttoolkit5-examples/examples/Data
+cat > "$dir/modalities.tsv" <<TSV
+# modality	path under raw/
+MR	nilearn
+MR	mricron
+MR	nibabel/nibabel/tests/data/anatomical.nii
+MR	nibabel/nibabel/tests/data/functional.nii
+MR	nibabel/nibabel/tests/data/example4d.nii.gz
+MR	nibabel/nibabel/tests/data/reoriented_anat_moved.nii
+MR	nibabel/nibabel/tests/data/resampled_anat_moved.nii
+MR	$itk/BrainProtonDensitySlice.png
+MR	$itk/BrainT1Slice.png
+MR	$itk/BrainMidSagittalSlice.png
+MR	$itk/FatMRISlice.png
+MR	$itk/BrainProtonDensity3Slices.mha
+TSV
+
 echo "sample data in $raw"
 for s in "${ok[@]}"; do echo "  ok      $s"; done
 for s in "${failed[@]}"; do echo "  missing $s"; done
-echo "sources and licences: $dir/SOURCES.md"
+echo "sources and licences: $dir/SOURCES.md; modalities of files that do not state theirs: $dir/modalities.tsv"
 exit 0

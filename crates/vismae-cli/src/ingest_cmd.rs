@@ -16,9 +16,17 @@ pub struct IngestArgs {
     /// Dataset folder: created if new, appended to if it already holds a vismae dataset.
     #[arg(long)]
     out: PathBuf,
-    /// Modality to record: auto (DICOM Modality tag: CR/DX/DR/MG -> XR, PT/NM -> PET) or a name (CT, MR, PET, XR, US, ...).
+    /// Modality: `auto` (what each file says: the DICOM Modality tag, a MetaImage/NRRD header field,
+    /// a JSON sidecar, an nnU-Net channel name, a BIDS name), a name for the whole run (CT, MR, PET,
+    /// NM, XR, US, ...), or NAME=PATH for the files under a folder (repeatable).
     #[arg(long, default_value = "auto")]
-    modality: String,
+    modality: Vec<String>,
+    /// Keep DICOM objects that are not images (RT Dose, Segmentation, ...) when they carry pixel data.
+    #[arg(long)]
+    keep_non_image: bool,
+    /// Skip images whose modality nothing states, instead of recording them as `unknown`.
+    #[arg(long)]
+    require_modality: bool,
     /// Planes to slice volumes along, comma-separated: axial, coronal, sagittal.
     #[arg(long, value_enum, default_value = "axial", value_delimiter = ',')]
     planes: Vec<Plane>,
@@ -50,7 +58,9 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     }
     let opts = IngestOptions {
         size: a.size,
-        modality: (!a.modality.eq_ignore_ascii_case("auto")).then(|| a.modality.clone()),
+        modalities: vismae_data::modality::ModalityRules::parse(&a.modality).map_err(anyhow::Error::msg)?,
+        keep_non_image: a.keep_non_image,
+        require_modality: a.require_modality,
         slices: SliceOptions { planes: a.planes.clone(), stride: a.stride, skip_empty: !a.keep_empty },
         normalise: a.intensity.options(),
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -72,9 +82,14 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     println!("ingested into {} ({} files read)", a.out.display(), report.files);
-    println!("{:<12} {:>10}", "modality", "images");
+    println!("{:<12} {:>10}  decided by", "modality", "images");
     for (m, n) in &report.ingested {
-        println!("{m:<12} {n:>10}");
+        let how: Vec<String> = report
+            .modality_sources
+            .get(m)
+            .map(|by| by.iter().map(|(s, k)| format!("{s} ({k})")).collect())
+            .unwrap_or_default();
+        println!("{m:<12} {n:>10}  {}", how.join(", "));
     }
     println!("{:<12} {:>10}", "total new", report.ingested_total());
     if report.already_present > 0 {
@@ -82,6 +97,16 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
     }
     if report.empty_slices > 0 {
         println!("{:<12} {:>10}  (empty volume slices left out)", "empty", report.empty_slices);
+    }
+    if !report.warnings.is_empty() {
+        println!();
+        println!("{} warning(s):", report.warnings.len());
+        for w in report.warnings.iter().take(10) {
+            println!("  {w}");
+        }
+        if report.warnings.len() > 10 {
+            println!("  ... (all in {})", a.out.join("ingest_report.json").display());
+        }
     }
     if !report.skipped.is_empty() {
         println!();

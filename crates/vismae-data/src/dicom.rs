@@ -18,6 +18,8 @@ use crate::raster::Raster;
 pub struct DicomMeta {
     /// Modality tag (0008,0060), e.g. `CT`, `MR`, `CR`.
     pub modality: Option<String>,
+    /// SOP Class UID (0008,0016): what kind of object this is.
+    pub sop_class_uid: Option<String>,
     /// Patient ID (0010,0020).
     pub patient_id: Option<String>,
     /// Study Instance UID.
@@ -77,9 +79,23 @@ pub struct DicomFile {
     pub meta: DicomMeta,
 }
 
+/// A text element's value; a value stored as bytes (an undefined VR read as UN) is read as text.
 fn text(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    let s = obj.get(tag)?.to_str().ok()?.trim().trim_end_matches('\0').trim().to_string();
+    let e = obj.get(tag)?;
+    let s = match e.value() {
+        dicom_core::DicomValue::Primitive(dicom_core::PrimitiveValue::U8(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => e.to_str().ok()?.into_owned(),
+    };
+    let s = s.trim().trim_end_matches('\0').trim().to_string();
     (!s.is_empty()).then_some(s)
+}
+
+/// The SOP Class UID of the data set, else of the file meta (Media Storage SOP Class UID).
+fn sop_class(obj: &DefaultDicomObject) -> Option<String> {
+    text(obj, tags::SOP_CLASS_UID).or_else(|| {
+        let m = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').trim().to_string();
+        (!m.is_empty()).then_some(m)
+    })
 }
 
 fn floats(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Vec<f64> {
@@ -134,6 +150,12 @@ impl DicomFile {
             .map_err(|e| DataError::new(path, Reason::Corrupt, format!("cannot parse DICOM: {e}")))?,
         };
         if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
+            let class = sop_class(&obj);
+            if let Some(why) =
+                crate::modality::non_image_reason(class.as_deref(), text(&obj, tags::MODALITY).as_deref())
+            {
+                return Err(DataError::new(path, Reason::NotAnImage, why));
+            }
             return Err(DataError::new(
                 path,
                 Reason::NoPixelData,
@@ -149,6 +171,7 @@ impl DicomFile {
         let spacing = floats(&obj, tags::PIXEL_SPACING);
         let meta = DicomMeta {
             modality: text(&obj, tags::MODALITY),
+            sop_class_uid: sop_class(&obj),
             patient_id: text(&obj, tags::PATIENT_ID),
             study_uid: text(&obj, tags::STUDY_INSTANCE_UID),
             series_uid: text(&obj, tags::SERIES_INSTANCE_UID),

@@ -20,6 +20,11 @@ pub enum Reason {
     Unsupported,
     /// A DICOM object without pixel data.
     NoPixelData,
+    /// A DICOM object that is not an image of a patient (dose grid, structure set, plan,
+    /// segmentation, report, presentation state, encapsulated document, ...): its SOP class says so.
+    NotAnImage,
+    /// An image whose modality nothing states (skipped only when a modality is required).
+    UnknownModality,
     /// A request the file cannot satisfy (frame out of range, wrong geometry).
     BadArgument,
     /// An identical image was already ingested.
@@ -35,6 +40,8 @@ impl fmt::Display for Reason {
             Reason::Corrupt => "corrupt or truncated",
             Reason::Unsupported => "unsupported encoding",
             Reason::NoPixelData => "no pixel data",
+            Reason::NotAnImage => "not an image object",
+            Reason::UnknownModality => "modality not stated",
             Reason::BadArgument => "bad request",
             Reason::Duplicate => "duplicate image",
         })

@@ -10,6 +10,7 @@ pub mod error;
 pub mod guard;
 pub mod intensity;
 pub mod labelled;
+pub mod modality;
 pub mod prep;
 pub mod raster;
 pub mod series;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use vismae_data::dataset::ingest::{IngestOptions, ingest, walk};
+use vismae_data::modality::ModalityRules;
 use vismae_data::source::SliceOptions;
 use vismae_data::volume::{Plane, Volume, nifti_affine, read_nifti, write_nifti_affine};
 use vismae_train::phantom::phantom;
@@ -149,6 +150,22 @@ fn pretrain_sources(raw: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// The modalities `scripts/fetch-sample-data.sh` states for files that do not state their own
+/// (`SD/modalities.tsv`: `MODALITY<TAB>PATH` under `SD/raw`), or `None` when the file is missing.
+pub fn modality_rules(sample: &Path) -> Result<Option<ModalityRules>> {
+    let path = sample.join("modalities.tsv");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let raw = sample.join("raw");
+    let mut values = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (m, p) = line
+            .split_once('\t')
+            .ok_or_else(|| WorkflowError::invalid(format!("{}: {line:?} is not MODALITY<TAB>PATH", path.display())))?;
+        values.push(format!("{}={}", m.trim(), raw.join(p.trim()).display()));
+    }
+    Ok(Some(ModalityRules::parse(&values).map_err(WorkflowError::Invalid)?))
+}
+
 /// Builds (or reuses) the demo's two sets under `out`: from `sample/raw` when it holds the
 /// fetched files, else from phantoms.
 pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> Result<SampleSets> {
@@ -168,14 +185,19 @@ pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> Resul
         let labelled = out.join("Dataset001_Colin27AAL");
         let cases = colin_aal_set(&tpl.join("ch2.nii.gz"), &tpl.join("aal.nii.gz"), &labelled, 6)?;
         let sources = pretrain_sources(raw)?;
-        let report = ingest(&sources, &pretrain, &opts(3), &quiet)?;
+        // images only, each of a stated modality: DICOM files say theirs, the fetch script the rest
+        let rules = sample.map(modality_rules).transpose()?.flatten();
+        let ingest_opts =
+            IngestOptions { require_modality: rules.is_some(), modalities: rules.unwrap_or_default(), ..opts(3) };
+        let report = ingest(&sources, &pretrain, &ingest_opts, &quiet)?;
         let by: Vec<String> = report.ingested.iter().map(|(m, n)| format!("{n} {m}")).collect();
+        let skipped: Vec<String> = report.skipped.iter().map(|(r, n)| format!("{n} {r}")).collect();
         let origin = format!(
-            "public images from {} ({} files; pre-training images: {}; {} skipped), labelled set: Colin27 + AAL, {cases} slabs",
+            "public images from {} ({} files; pre-training images: {}; skipped: {}), labelled set: Colin27 + AAL, {cases} slabs",
             raw.display(),
             sources.len(),
             by.join(", "),
-            report.skipped.values().sum::<usize>()
+            skipped.join(", ")
         );
         return Ok(SampleSets { pretrain, labelled, origin });
     }

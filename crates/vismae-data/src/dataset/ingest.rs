@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{
-    DatasetInfo, FORMAT_VERSION, ImageRecord, Skipped, canonical_modality, origin_key, read_info, read_manifests,
-    shard_paths,
-};
+use super::{DatasetInfo, FORMAT_VERSION, ImageRecord, Skipped, origin_key, read_info, read_manifests, shard_paths};
 use crate::error::{DataError, Reason};
 use crate::intensity::to_u8;
+use crate::modality::{DicomFacts, ModalityRules, ModalitySource, decide, non_image_reason};
 use crate::source::{NormaliseOptions, SliceOptions, Source};
 
 /// Settings of an ingest run.
@@ -24,8 +22,14 @@ use crate::source::{NormaliseOptions, SliceOptions, Source};
 pub struct IngestOptions {
     /// Image side after resizing.
     pub size: usize,
-    /// Modality to record for every image; `None` takes DICOM's Modality tag (else `unknown`).
-    pub modality: Option<String>,
+    /// Modalities the user gave (for the whole run, or per folder); otherwise each file's own
+    /// (DICOM Modality, header field, sidecar, nnU-Net channel, BIDS name; see [`crate::modality`]).
+    pub modalities: ModalityRules,
+    /// Keep DICOM objects whose SOP class is not an image (dose grids, segmentations, ...) when
+    /// they carry pixel data; they are skipped by default.
+    pub keep_non_image: bool,
+    /// Skip images whose modality nothing states (instead of recording them as `unknown`).
+    pub require_modality: bool,
     /// Volume slicing.
     pub slices: SliceOptions,
     /// Intensity normalisation.
@@ -42,7 +46,9 @@ impl Default for IngestOptions {
     fn default() -> Self {
         Self {
             size: 224,
-            modality: None,
+            modalities: ModalityRules::default(),
+            keep_non_image: false,
+            require_modality: false,
             slices: SliceOptions::default(),
             normalise: NormaliseOptions::default(),
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -59,6 +65,10 @@ pub struct IngestReport {
     pub files: usize,
     /// Images added by this run, by modality.
     pub ingested: BTreeMap<String, usize>,
+    /// Images added by this run, by modality and how it was decided.
+    pub modality_sources: BTreeMap<String, BTreeMap<ModalitySource, usize>>,
+    /// Warnings naming files (e.g. an invalid Modality value, recorded as unknown).
+    pub warnings: Vec<String>,
     /// Images already in the dataset from an earlier run (not read again).
     pub already_present: usize,
     /// Empty volume slices left out.
@@ -120,11 +130,18 @@ struct Prepared {
     pixels: Vec<u8>,
 }
 
+/// The modality decided for a file's images.
+struct FileModality {
+    modality: String,
+    source: ModalitySource,
+}
+
 enum Outcome {
     Image(Box<Prepared>),
     Present,
     Empty,
     Skip(Skipped),
+    Warn(String),
 }
 
 /// 128 bits of BLAKE3: the in-memory form of origin keys and pixel hashes (16 bytes an image,
@@ -144,7 +161,32 @@ fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<u128>) -> Vec<Ou
         Ok(s) => s,
         Err(e) => return vec![skip(e)],
     };
-    let mut out = Vec::with_capacity(source.len());
+    let mut out = Vec::with_capacity(source.len() + 1);
+    let dicom_meta = match &source {
+        Source::Dicom(d) => Some(&d.meta),
+        _ => None,
+    };
+    if let Some(m) = dicom_meta
+        && !opts.keep_non_image
+        && let Some(why) = non_image_reason(m.sop_class_uid.as_deref(), m.modality.as_deref())
+    {
+        return vec![Outcome::Skip(Skipped { path: path.into(), reason: Reason::NotAnImage, message: why })];
+    }
+    let facts =
+        dicom_meta.map(|m| DicomFacts { modality: m.modality.as_deref(), sop_class: m.sop_class_uid.as_deref() });
+    let decision = decide(path, facts, &opts.modalities);
+    if let Some(w) = decision.warning {
+        out.push(Outcome::Warn(w));
+    }
+    if opts.require_modality && decision.source == ModalitySource::Unknown {
+        out.push(Outcome::Skip(Skipped {
+            path: path.into(),
+            reason: Reason::UnknownModality,
+            message: "nothing states this file's modality (no DICOM Modality, header field, sidecar, nnU-Net channel, BIDS name or --modality NAME=PATH)".into(),
+        }));
+        return out;
+    }
+    let file_modality = FileModality { modality: decision.modality, source: decision.source };
     for k in 0..source.len() {
         let raw = match source.image(k, &opts.slices) {
             Ok(Some(raw)) => raw,
@@ -168,12 +210,6 @@ fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<u128>) -> Vec<Ou
         let pixels: Vec<u8> = resized.data.iter().map(|&v| to_u8(v)).collect();
         let hash = blake3::hash(&pixels).to_hex()[..32].to_string();
         let dicom = raw.dicom.as_ref();
-        let modality = match &opts.modality {
-            Some(m) => canonical_modality(m),
-            None => {
-                dicom.and_then(|d| d.modality.as_deref()).map(canonical_modality).unwrap_or_else(|| "unknown".into())
-            }
-        };
         out.push(Outcome::Image(Box::new(Prepared {
             record: ImageRecord {
                 shard: 0,
@@ -183,7 +219,8 @@ fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<u128>) -> Vec<Ou
                 frame: o.index,
                 plane: o.plane,
                 t: o.t,
-                modality,
+                modality: file_modality.modality.clone(),
+                modality_source: Some(file_modality.source),
                 patient_id: dicom.and_then(|d| d.patient_id.clone()),
                 study_uid: dicom.and_then(|d| d.study_uid.clone()),
                 series_uid: dicom.and_then(|d| d.series_uid.clone()),
@@ -338,6 +375,7 @@ pub fn ingest(
             for o in file_outcomes {
                 match o {
                     Outcome::Present => report.already_present += 1,
+                    Outcome::Warn(w) => report.warnings.push(w),
                     Outcome::Empty => report.empty_slices += 1,
                     Outcome::Skip(s) => {
                         *report.skipped.entry(s.reason).or_default() += 1;
@@ -355,6 +393,13 @@ pub fn ingest(
                             continue;
                         }
                         *report.ingested.entry(p.record.modality.clone()).or_default() += 1;
+                        let how = p.record.modality_source.unwrap_or(ModalitySource::Unknown);
+                        *report
+                            .modality_sources
+                            .entry(p.record.modality.clone())
+                            .or_default()
+                            .entry(how)
+                            .or_default() += 1;
                         records.push(p.record);
                         pixels.extend_from_slice(&p.pixels);
                         if records.len() == info.shard_capacity {

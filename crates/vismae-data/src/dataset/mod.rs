@@ -65,8 +65,11 @@ pub struct ImageRecord {
     /// Time point of 4-D volumes.
     #[serde(default)]
     pub t: usize,
-    /// Modality: CT, MR, PET, XR, US, or another tag value, or `unknown`.
+    /// Modality: CT, MR, PET, NM, XR, US, OT, another valid DICOM value, or `unknown`.
     pub modality: String,
+    /// How the modality was decided (absent in datasets written before vismae 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality_source: Option<crate::modality::ModalitySource>,
     /// Patient ID when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient_id: Option<String>,
@@ -108,19 +111,6 @@ pub struct Skipped {
     pub reason: Reason,
     /// What went wrong.
     pub message: String,
-}
-
-/// Maps a DICOM Modality value to the dataset's modality names (CR/DX/DR/MG -> XR, PT/NM -> PET).
-pub fn canonical_modality(tag: &str) -> String {
-    match tag.trim().to_ascii_uppercase().as_str() {
-        "CT" => "CT".into(),
-        "MR" => "MR".into(),
-        "PT" | "NM" | "PET" => "PET".into(),
-        "CR" | "DX" | "DR" | "MG" | "RG" | "XR" | "X-RAY" | "XRAY" => "XR".into(),
-        "US" => "US".into(),
-        "" => "unknown".into(),
-        other => other.into(),
-    }
 }
 
 /// Paths of shard `n`'s data and manifest.

@@ -23,7 +23,8 @@ fn damaged_and_unsupported_files_are_named_with_a_reason() {
         ("dicom/MR_truncated.dcm", Reason::Corrupt),
         ("dicom/JPEGLSNearLossless_08.dcm", Reason::Unsupported),
         ("dicom/JPEG-lossy.dcm", Reason::Unsupported),
-        ("dicom/reportsi.dcm", Reason::NoPixelData),
+        // a structured report: not an image object by its SOP class (issue 18; it was "no pixel data")
+        ("dicom/reportsi.dcm", Reason::NotAnImage),
         ("nifti/example_nifti2.nii.gz", Reason::Unsupported),
     ];
     for (file, reason) in cases {

@@ -22,7 +22,20 @@ fn ingest_reports_resumes_and_appends_without_duplicates() {
     assert!(first.ingested_total() > 20, "{first:?}");
     assert_eq!(first.skipped.get(&Reason::Unsupported), Some(&2), "{first:?}");
     assert_eq!(first.skipped.get(&Reason::Corrupt), Some(&1));
-    assert_eq!(first.skipped.get(&Reason::NoPixelData), Some(&1));
+    // the structured report (no pixel data) and the segmentation (pixel data, but a SEG) are not
+    // image objects by their SOP class (issue 18; the report used to count as "no pixel data")
+    assert_eq!(first.skipped.get(&Reason::NotAnImage), Some(&2));
+    let skipped = std::fs::read_to_string(root.join("skipped.jsonl")).unwrap_or_default();
+    assert!(skipped.contains("liver_1frame.dcm") && skipped.contains("Segmentation Storage"), "{skipped}");
+    // with --keep-non-image the segmentation's frames go in
+    let kept = ingest(
+        &[testdata("dicom/liver_1frame.dcm")],
+        &scratch("ds-keep"),
+        &IngestOptions { keep_non_image: true, ..opts() },
+        &|_| {},
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(kept.ingested_total() > 0 && !kept.skipped.contains_key(&Reason::NotAnImage), "{kept:?}");
     assert!(first.skipped.contains_key(&Reason::UnknownFormat), "READMEs and licences are skipped as unknown");
     assert_eq!(first.ingested.get("CT"), Some(&2));
     let skipped = std::fs::read_to_string(root.join("skipped.jsonl")).unwrap_or_default();

@@ -4,6 +4,7 @@
 mod bad_input;
 mod dataset;
 mod labelled;
+mod modalities;
 mod reference;
 
 use std::path::PathBuf;
