@@ -24,6 +24,9 @@ pub struct PretrainArgs {
     /// Continue the run in this folder from its last checkpoint (its settings come from RUN/config.json).
     #[arg(long, value_name = "RUN", conflicts_with_all = ["data", "out"])]
     resume: Option<PathBuf>,
+    /// How the encoder learns: `mae` (VIS-MAE, the default) or `simclr` (the paper's contrastive baseline).
+    #[arg(long, value_enum)]
+    method: Option<vismae_run::Method>,
     /// Train on these modalities only (repeatable or comma-separated), e.g. MR for VIS-MAE-MR.
     #[arg(long, value_delimiter = ',')]
     modality: Vec<String>,
@@ -43,7 +46,7 @@ pub struct PretrainArgs {
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
     let (cfg, run_dir, out) = match &a.resume {
         Some(dir) => {
-            if a.run.any() || !a.modality.is_empty() || a.steps.is_some() {
+            if a.run.any() || !a.modality.is_empty() || a.steps.is_some() || a.method.is_some() {
                 anyhow::bail!("--resume continues a run with the settings it was started with; give no settings");
             }
             let (cfg, run_dir, out) = pretrain::resume::<TrainBackend>(dir, devices, false)?;
@@ -55,6 +58,7 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
                 data: data.clone(),
                 overrides: a.run.overrides(),
                 flags: PretrainFlags {
+                    method: a.method,
                     modalities: a.modality.clone(),
                     steps: a.steps,
                     accum_steps: a.accum_steps,

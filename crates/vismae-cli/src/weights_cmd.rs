@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use vismae_model::store;
-use vismae_model::weights::{Format, ModelInfo, detect, read_state_dict};
+use vismae_model::weights::{Format, ModelInfo, detect, read_state_dict, swin_import};
 
 use crate::{Backend, device};
 
@@ -19,12 +19,16 @@ pub enum WeightsCommand {
         #[arg(long)]
         keys: bool,
     },
-    /// Convert between .pth, .safetensors and .mpk (burn record); the output format follows OUT's extension.
+    /// Convert between .pth, .safetensors and .mpk (burn record); the output format follows OUT's
+    /// extension. Supervised Swin weights in Microsoft's or timm's layout become the VIS-MAE layout.
     Convert {
         /// Input file.
         input: PathBuf,
         /// Output file (.safetensors, .pth or .mpk); must not exist.
         output: PathBuf,
+        /// The name the weights get in reports (imports default to `ImageNet`; e.g. `RadImageNet`).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -55,8 +59,12 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
                 print_keys(keys, &sd);
                 return Ok(());
             }
-            let sd = read_state_dict(&file)?;
+            let raw = read_state_dict(&file)?;
             println!("format:           {:?}", Format::sniff(&file)?);
+            let (sd, layout) = swin_import::to_vismae(raw);
+            if layout != swin_import::SwinLayout::Vismae {
+                println!("layout:           {} (read as the VIS-MAE layout)", layout.name());
+            }
             println!("tensors:          {}", sd.tensors.len());
             match detect(&sd) {
                 Ok(info) => describe(&info),
@@ -66,14 +74,33 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
             print_keys(keys, &sd);
             Ok(())
         }
-        WeightsCommand::Convert { input, output } => {
+        WeightsCommand::Convert { input, output, name } => {
             if output.exists() {
                 anyhow::bail!("{} already exists: choose another output (vismae never overwrites)", output.display());
             }
             store::format_for_output(&output)?;
-            let (model, spec, report) = store::load::<Backend>(&input, &device())?;
+            if Format::sniff(&input)? != Format::BurnRecord {
+                let layout = swin_import::detect_layout(&read_state_dict(&input)?);
+                if layout != swin_import::SwinLayout::Vismae {
+                    println!("layout: {} (converted to the VIS-MAE layout)", layout.name());
+                    for n in swin_import::NOTES {
+                        println!("  note: {n}");
+                    }
+                }
+            }
+            let (model, mut spec, report) = store::load::<Backend>(&input, &device())?;
             if let Some(r) = &report {
                 println!("read {}: {}", input.display(), r.summary());
+            }
+            if let Some(card) = spec.card.as_mut() {
+                if let vismae_run::Origin::Imported { source, .. } = &mut card.origin {
+                    *source = input.display().to_string();
+                }
+                if let Some(n) = name {
+                    card.name = n;
+                }
+            } else if name.is_some() {
+                println!("note: {} carries no model card, so --name is not recorded", input.display());
             }
             store::save(model, &spec, &output)?;
             println!("wrote {} ({} model)", output.display(), spec.kind);

@@ -13,6 +13,7 @@ pub mod layers;
 pub mod mae;
 pub mod masking;
 pub mod params;
+pub mod simclr;
 pub mod store;
 pub mod unet;
 pub mod weights;
@@ -22,6 +23,7 @@ pub use config::{ClassifierConfig, MaeConfig, SwinConfig, UnetConfig, Variant, V
 pub use error::ModelError;
 pub use mae::{MaeOutput, SwinMae};
 pub use masking::{MaskGeometry, MaskPlan};
+pub use simclr::{SimClr, SimClrConfig};
 pub use unet::SwinUnet;
 
 /// The CPU backend used by this crate's unit tests.

@@ -14,7 +14,9 @@ use crate::weights::{
     Format, LoadOptions, LoadReport, ModelKind, StateDict, WeightError, apply_state_dict, detect, export_state_dict,
     pth_write, read_state_dict, safetensors_io,
 };
-use crate::{ClassifierConfig, MaeConfig, SwinClassifier, SwinConfig, SwinMae, SwinUnet, UnetConfig};
+use crate::{
+    ClassifierConfig, MaeConfig, SimClr, SimClrConfig, SwinClassifier, SwinConfig, SwinMae, SwinUnet, UnetConfig,
+};
 
 /// Everything needed to build a network before its weights are loaded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,9 @@ pub struct ModelSpec {
     pub mask_unit: usize,
     /// Normalised-pixel loss target (MAE).
     pub norm_pix_loss: bool,
+    /// The projection head `(layers, hidden width, output width)` (SimCLR encoders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projection: Option<(usize, usize, usize)>,
     /// What the file says about itself (preprocessing, origin, name), when it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<vismae_run::ModelCard>,
@@ -46,7 +51,29 @@ impl ModelSpec {
             mask_ratio: c.mask_ratio,
             mask_unit: c.mask_unit,
             norm_pix_loss: c.norm_pix_loss,
+            projection: None,
             card: None,
+        }
+    }
+
+    /// Spec of a SimCLR network.
+    pub fn simclr(c: &SimClrConfig) -> Self {
+        Self {
+            kind: ModelKind::Encoder,
+            projection: Some((c.projection_layers, c.projection_hidden, c.projection_dim)),
+            ..Self::mae(&mae_defaults(&c.swin))
+        }
+    }
+
+    /// The SimCLR configuration this spec describes.
+    pub fn simclr_config(&self) -> SimClrConfig {
+        let d = self.swin.bottleneck_dim();
+        let (layers, hidden, dim) = self.projection.unwrap_or((2, d, 128));
+        SimClrConfig {
+            swin: self.swin.clone(),
+            projection_layers: layers,
+            projection_hidden: hidden,
+            projection_dim: dim,
         }
     }
 
@@ -86,8 +113,20 @@ impl ModelSpec {
             ModelKind::Classifier => {
                 AnyModel::Classifier(ClassifierConfig { swin: self.swin.clone(), num_classes: classes }.init(device))
             }
+            ModelKind::Encoder => AnyModel::SimClr(self.simclr_config().init(device)),
         }
     }
+}
+
+/// The projection head of a SimCLR state dict: `(layers, hidden, output)` from its shapes.
+fn projection_of(sd: &StateDict) -> Option<(usize, usize, usize)> {
+    let layers = (0..).take_while(|k| sd.tensors.contains_key(&format!("projection.{k}.weight"))).count();
+    if layers == 0 {
+        return None;
+    }
+    let hidden = sd.tensors.get("projection.0.weight")?.shape[0];
+    let out = sd.tensors.get(&format!("projection.{}.weight", layers - 1))?.shape[0];
+    Some((layers, hidden, out))
 }
 
 fn mae_defaults(swin: &SwinConfig) -> MaeConfig {
@@ -104,6 +143,8 @@ pub enum AnyModel<B: Backend> {
     Unet(SwinUnet<B>),
     /// Classifier.
     Classifier(SwinClassifier<B>),
+    /// SimCLR encoder and projection head.
+    SimClr(SimClr<B>),
 }
 
 impl<B: Backend> AnyModel<B> {
@@ -113,6 +154,7 @@ impl<B: Backend> AnyModel<B> {
             AnyModel::Mae(m) => m.num_params(),
             AnyModel::Unet(m) => m.num_params(),
             AnyModel::Classifier(m) => m.num_params(),
+            AnyModel::SimClr(m) => m.num_params(),
         }
     }
 
@@ -131,6 +173,10 @@ impl<B: Backend> AnyModel<B> {
                 let (m, sd) = export_state_dict::<B, _>(m);
                 (AnyModel::Classifier(m), sd)
             }
+            AnyModel::SimClr(m) => {
+                let (m, sd) = export_state_dict::<B, _>(m);
+                (AnyModel::SimClr(m), sd)
+            }
         }
     }
 
@@ -148,6 +194,10 @@ impl<B: Backend> AnyModel<B> {
             AnyModel::Classifier(m) => {
                 let (m, r) = apply_state_dict(m, sd, opts)?;
                 (AnyModel::Classifier(m), r)
+            }
+            AnyModel::SimClr(m) => {
+                let (m, r) = apply_state_dict(m, sd, opts)?;
+                (AnyModel::SimClr(m), r)
             }
         })
     }
@@ -196,11 +246,14 @@ pub fn load<B: Backend>(
                 AnyModel::Classifier(m) => {
                     AnyModel::Classifier(m.load_file(path, &rec, device).map_err(|e| fail(e.to_string()))?)
                 }
+                AnyModel::SimClr(m) => {
+                    AnyModel::SimClr(m.load_file(path, &rec, device).map_err(|e| fail(e.to_string()))?)
+                }
             };
             Ok((model, spec, None))
         }
         Format::Safetensors | Format::Pth => {
-            let sd = read_state_dict(path)?;
+            let sd = crate::weights::swin_import::to_vismae(read_state_dict(path)?).0;
             let info = detect(&sd).map_err(|e| fail(e.to_string()))?;
             let spec = ModelSpec {
                 kind: info.kind,
@@ -209,6 +262,7 @@ pub fn load<B: Backend>(
                 mask_ratio: 0.75,
                 mask_unit: 4,
                 norm_pix_loss: false,
+                projection: projection_of(&sd),
                 card: sd.card(),
             };
             let (model, report) = spec.init::<B>(device).apply(&sd, LoadOptions::default())?;
@@ -243,6 +297,7 @@ pub fn save<B: Backend>(model: AnyModel<B>, spec: &ModelSpec, path: &Path) -> Re
                 AnyModel::Mae(m) => save(m.clone().save_file(path, &rec))?,
                 AnyModel::Unet(m) => save(m.clone().save_file(path, &rec))?,
                 AnyModel::Classifier(m) => save(m.clone().save_file(path, &rec))?,
+                AnyModel::SimClr(m) => save(m.clone().save_file(path, &rec))?,
             }
             Ok(model)
         }

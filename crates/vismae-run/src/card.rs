@@ -66,6 +66,14 @@ pub struct ModelCard {
     /// Class names (fine-tuned networks).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
+    /// LayerNorm epsilon of the architecture when it is not VIS-MAE's 1e-6 (Microsoft's and timm's
+    /// Swin use 1e-5): fine-tuning builds its network with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_norm_eps: Option<f64>,
+    /// The input normalisation fine-tuning should feed these weights, when they need their own
+    /// (supervised ImageNet weights: ImageNet statistics); unset, the task's reference input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune_norm: Option<crate::InputNorm>,
     /// Headline metrics where known (e.g. `best_val_dice`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metrics: BTreeMap<String, f64>,
@@ -88,9 +96,11 @@ impl ModelCard {
     /// A name for pre-trained weights, as the paper names them: `VIS-MAE-Generic` (all
     /// modalities) or `VIS-MAE-<modality>`; other methods by their own name.
     pub fn pretrained_name(method: Method, modalities: &[String]) -> String {
-        let family = match method {
-            Method::Mae => "VIS-MAE",
-        };
-        if modalities.is_empty() { format!("{family}-Generic") } else { format!("{family}-{}", modalities.join("+")) }
+        match (method, modalities.is_empty()) {
+            (Method::Mae, true) => "VIS-MAE-Generic".into(),
+            (Method::Mae, false) => format!("VIS-MAE-{}", modalities.join("+")),
+            (Method::Simclr, true) => "SimCLR".into(),
+            (Method::Simclr, false) => format!("SimCLR-{}", modalities.join("+")),
+        }
     }
 }

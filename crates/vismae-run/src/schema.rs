@@ -197,6 +197,8 @@ pub struct FinetuneConfig {
     pub warmup_epochs: f64,
     /// Training replicas.
     pub devices: usize,
+    /// LayerNorm epsilon of the network (VIS-MAE 1e-6; imported Swin weights 1e-5).
+    pub layer_norm_eps: f64,
 }
 
 /// The JSON form, which leaves the settings' type to `task`.
@@ -232,6 +234,8 @@ struct FinetuneConfigRepr {
     warmup_epochs: Option<f64>,
     #[serde(default)]
     devices: Option<usize>,
+    #[serde(default)]
+    layer_norm_eps: Option<f64>,
 }
 
 impl TryFrom<FinetuneConfigRepr> for FinetuneConfig {
@@ -293,6 +297,7 @@ impl TryFrom<FinetuneConfigRepr> for FinetuneConfig {
             encoder_preprocess: r.encoder_preprocess,
             warmup_epochs: r.warmup_epochs.unwrap_or(warmup),
             devices: r.devices.unwrap_or(devices).max(1),
+            layer_norm_eps: r.layer_norm_eps.unwrap_or(1e-6),
         })
     }
 }

@@ -112,6 +112,8 @@ pub struct PretrainSettings {
     pub method: Method,
     /// Model size.
     pub variant: Variant,
+    /// Encoder depths (unset: the variant's pre-training depths, 2,2,2,2; tiny 1,1,1,1).
+    pub depths: Option<Vec<usize>>,
     /// Input channels of the network: 3 replicates grey (the official layout), 1 keeps it.
     pub in_chans: usize,
     /// Keep only these modalities of the dataset (empty: all): VIS-MAE-Modality vs -Generic.
@@ -143,6 +145,15 @@ pub struct PretrainSettings {
     pub norm_pix_loss: bool,
     /// Highest stochastic-depth rate.
     pub drop_path: f64,
+    /// SimCLR: the NT-Xent temperature (0.1, the best of SimCLR v1's Table 5 for l2-normalised
+    /// projections and the value SimCLR v2 trains with).
+    pub temperature: f64,
+    /// SimCLR: Linear layers of the projection head (2 as SimCLR v1, 3 as v2).
+    pub projection_layers: usize,
+    /// SimCLR: width of the projections (128 in SimCLR).
+    pub projection_dim: usize,
+    /// SimCLR: the smallest random crop, as a share of the image's area (SimCLR: 0.08).
+    pub crop_min: f64,
     /// Input normalisation.
     pub norm: InputNorm,
     /// Random horizontal flips.
@@ -170,6 +181,7 @@ impl Default for PretrainSettings {
         Self {
             method: Method::Mae,
             variant: Variant::VisMae,
+            depths: None,
             in_chans: 3,
             modalities: Vec::new(),
             epochs: 800,
@@ -185,6 +197,10 @@ impl Default for PretrainSettings {
             mask_ratio: 0.75,
             norm_pix_loss: false,
             drop_path: 0.1,
+            temperature: 0.1,
+            projection_layers: 2,
+            projection_dim: 128,
+            crop_min: 0.2,
             norm: InputNorm::REFERENCE_MEAN_STD,
             hflip: true,
             seed: 0,
@@ -237,6 +253,23 @@ impl PretrainSettings {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr {} must be positive", self.lr));
         }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature {} must be positive", self.temperature));
+        }
+        if !(self.crop_min > 0.0 && self.crop_min <= 1.0) {
+            return bad(format!("crop_min {} must be in (0, 1]", self.crop_min));
+        }
+        if !(2..=3).contains(&self.projection_layers) || self.projection_dim == 0 {
+            return bad(format!(
+                "projection_layers {} must be 2 or 3 and projection_dim positive",
+                self.projection_layers
+            ));
+        }
+        if let Some(d) = &self.depths
+            && (d.len() != 4 || d.contains(&0))
+        {
+            return bad(format!("depths {d:?}: four stages of at least one block each"));
+        }
         if self.steps == Some(0) || (self.steps.is_none() && self.epochs == 0) {
             return bad("the run has no steps: give epochs or steps of at least 1".into());
         }
@@ -285,8 +318,11 @@ pub struct SegSettings {
     pub channels: Option<Channels>,
     /// How stored values become intensities; unset: stored values (the reference).
     pub intensity: Option<Intensity>,
-    /// Input normalisation after augmentation; unset: per-image min-max (the reference).
+    /// Input normalisation after augmentation; unset: what the initial weights' card asks for
+    /// (ImageNet statistics for supervised Swin weights), else per-image min-max (the reference).
     pub norm: Option<InputNorm>,
+    /// LayerNorm epsilon; unset: the initial weights' (1e-5 for Swin-T imports), else 1e-6.
+    pub layer_norm_eps: Option<f64>,
     /// Epochs (paper: 150).
     pub epochs: usize,
     /// Warm-up epochs; unset: the paper's 40 of 150 epochs, as a share of this run.
@@ -330,6 +366,7 @@ impl Default for SegSettings {
             channels: None,
             intensity: None,
             norm: None,
+            layer_norm_eps: None,
             epochs: 150,
             warmup_epochs: None,
             batch_size: 8,
@@ -371,8 +408,11 @@ pub struct ClsSettings {
     /// How stored values become intensities; unset: `[0, 1]` by the format's rules (the
     /// reference's `ToTensor()`).
     pub intensity: Option<Intensity>,
-    /// Input normalisation after augmentation; unset: none (the reference).
+    /// Input normalisation after augmentation; unset: what the initial weights' card asks for
+    /// (ImageNet statistics for supervised Swin weights), else none (the reference).
     pub norm: Option<InputNorm>,
+    /// LayerNorm epsilon; unset: the initial weights' (1e-5 for Swin-T imports), else 1e-6.
+    pub layer_norm_eps: Option<f64>,
     /// Epochs (paper: 50).
     pub epochs: usize,
     /// Warm-up epochs; unset: the paper's 10 of 50 epochs, as a share of this run.
@@ -410,6 +450,7 @@ impl Default for ClsSettings {
             channels: None,
             intensity: None,
             norm: None,
+            layer_norm_eps: None,
             epochs: 50,
             warmup_epochs: None,
             batch_size: 16,

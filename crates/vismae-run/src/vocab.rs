@@ -131,6 +131,8 @@ pub enum ModelKind {
     Unet,
     /// Swin classifier (`head.*` after `norm.*`).
     Classifier,
+    /// A Swin encoder with its final norm and a SimCLR projection head (`projection.*`).
+    Encoder,
 }
 display_from_value_enum!(ModelKind, "model kind");
 
@@ -141,6 +143,8 @@ pub enum Method {
     /// Window-masked autoencoding (VIS-MAE, SPEC §2).
     #[default]
     Mae,
+    /// Contrastive learning of two augmented views (SimCLR, the paper's baseline).
+    Simclr,
 }
 display_from_value_enum!(Method, "method");
 

@@ -60,15 +60,22 @@ pub fn pretrain<B: AutodiffBackend>(
     for step in 0..=steps {
         let t = Instant::now();
         let plan = vismae_model::masking::plan_from_seed(model.mask_geometry(size, size), batch, step as u64)?;
-        let (grads, _) =
-            crate::pretrain::data_parallel(&model, devices, &data, &plan, |replica, dev, chunk, sub, _| {
-                let k = sub.batch;
+        let (grads, _) = crate::pretrain::data_parallel(
+            &model,
+            devices,
+            batch,
+            |replica: &vismae_model::SwinMae<B>, dev, (a, b), _| {
+                let k = b - a;
+                let per = 3 * size * size;
+                let chunk = data[a * per..b * per].to_vec();
+                let sub = crate::pretrain::mae::sub_plan(&plan, a, b);
                 let x = Tensor::<B, 4>::from_data(burn::tensor::TensorData::new(chunk, [k, 3, size, size]), dev);
-                let out = replica.forward(x, sub)?;
+                let out = replica.forward(x, &sub)?;
                 let loss = out.loss * (k as f64 / batch as f64);
                 let value = crate::losses::scalar(loss.clone());
                 Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
-            })?;
+            },
+        )?;
         let grads = grads.to_device(device, &model);
         model = optim.step(1e-4, model, grads);
         B::sync(device).map_err(|e| TrainError::invalid(format!("device sync failed: {e:?}")))?;

@@ -110,8 +110,12 @@ impl<B: Backend> SegNet<B> {
     /// Loads a `vismae finetune seg` run.
     pub fn load(run: &Path, device: &B::Device) -> Result<Self> {
         let config = FinetuneConfig::read(run, Some(Task::Segmentation))?;
-        let (v, c) = (config.variant(), config.preprocess.in_chans);
-        let (model, classes) = load_best(run, |k| v.unet(c, k).init::<B>(device))?;
+        let (v, c, eps) = (config.variant(), config.preprocess.in_chans, config.layer_norm_eps);
+        let (model, classes) = load_best(run, |k| {
+            let mut net = v.unet(c, k);
+            net.swin.layer_norm_eps = eps;
+            net.init::<B>(device)
+        })?;
         Ok(Self { model, config, classes })
     }
 
@@ -139,8 +143,12 @@ impl<B: Backend> ClsNet<B> {
     pub fn load(run: &Path, device: &B::Device) -> Result<Self> {
         let config = FinetuneConfig::read(run, Some(Task::Classification))?;
         let multi_label = config.is_multi_label(run)?;
-        let (v, c) = (config.variant(), config.preprocess.in_chans);
-        let (model, n) = load_best(run, |k| v.classifier(c, k).init::<B>(device))?;
+        let (v, c, eps) = (config.variant(), config.preprocess.in_chans, config.layer_norm_eps);
+        let (model, n) = load_best(run, |k| {
+            let mut net = v.classifier(c, k);
+            net.swin.layer_norm_eps = eps;
+            net.init::<B>(device)
+        })?;
         let classes =
             if config.classes.len() == n { config.classes.clone() } else { (0..n).map(|k| k.to_string()).collect() };
         Ok(Self { model, config, classes, multi_label })

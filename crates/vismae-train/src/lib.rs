@@ -21,5 +21,6 @@ pub mod pretrain;
 pub mod reconstruct;
 pub mod schedule;
 pub mod seeds;
+pub mod views;
 
 pub use error::{Result, TrainError};

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 
 use super::{StateDict, TensorEntry, Values, WeightError};
 use crate::params::{Buffer, ParamIo, TorchLayout, burn_to_torch, torch_to_burn};
-use crate::{SwinClassifier, SwinMae, SwinUnet};
+use crate::{SimClr, SwinClassifier, SwinMae, SwinUnet};
 
 /// A network whose parameters can be walked under their official keys.
 pub trait Visit<B: Backend>: Sized {
@@ -24,6 +24,11 @@ impl<B: Backend> Visit<B> for SwinMae<B> {
     }
 }
 impl<B: Backend> Visit<B> for SwinUnet<B> {
+    fn visit_params(self, v: &mut impl ParamIo<B>) -> Self {
+        self.visit(v)
+    }
+}
+impl<B: Backend> Visit<B> for SimClr<B> {
     fn visit_params(self, v: &mut impl ParamIo<B>) -> Self {
         self.visit(v)
     }

@@ -34,6 +34,8 @@ pub fn detect(sd: &StateDict) -> Result<ModelInfo, ModelError> {
     let has = |k: &str| sd.tensors.contains_key(k);
     let kind = if has("decoder_pred.weight") {
         ModelKind::Mae
+    } else if has("projection.0.weight") {
+        ModelKind::Encoder
     } else if has("skip_connection_layers.0.weight") {
         ModelKind::Unet
     } else if has("head.weight") && has("norm.weight") {
@@ -72,11 +74,11 @@ pub fn detect(sd: &StateDict) -> Result<ModelInfo, ModelError> {
         window_size,
         mlp_ratio: mlp_hidden / embed_dim.max(&1),
         qkv_bias: has("layers.0.blocks.0.attn.qkv.bias"),
-        layer_norm_eps: 1e-6,
+        layer_norm_eps: sd.card().and_then(|c| c.layer_norm_eps).unwrap_or(1e-6),
         drop_path_rate: 0.1,
     };
     let num_classes = match kind {
-        ModelKind::Mae => None,
+        ModelKind::Mae | ModelKind::Encoder => None,
         ModelKind::Unet | ModelKind::Classifier => Some(shape(sd, "head.weight")?[0]),
     };
     let variant = Variant::ALL.into_iter().find(|v| {

@@ -7,6 +7,7 @@ mod detect;
 pub mod pth;
 pub mod pth_write;
 pub mod safetensors_io;
+pub mod swin_import;
 mod transfer;
 
 use std::collections::BTreeMap;

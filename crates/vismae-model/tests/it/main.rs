@@ -2,6 +2,7 @@
 //! (`parity`), weight files and transfers (`weights`), and model-level behaviour (`models`).
 
 mod fixture;
+mod import;
 mod models;
 mod parity;
 mod weights;

@@ -191,10 +191,18 @@ pub fn run<B: AutodiffBackend>(
         .map(|&n| if s.balanced && n > 0.0 { (train_ex.len() as f64 / (classes as f64 * n)) as f32 } else { 1.0 })
         .collect();
     B::seed(device, s.seed);
-    let mut model: SwinClassifier<B> = s.variant.classifier(spec.in_chans, classes).init(device);
+    let mut net = s.variant.classifier(spec.in_chans, classes);
+    net.swin.layer_norm_eps = cfg.layer_norm_eps;
+    let mut model: SwinClassifier<B> = net.init(device);
     let mut transferred = 0;
     if let Some(sd) = init {
-        (model, transferred) = apply_init(model, sd, spec.in_chans, run)?;
+        let file_classes = sd.tensors.get("head.weight").map(|t| t.shape[0]);
+        let why = format!("the file's head has {} classes, this run {classes}", file_classes.unwrap_or(0));
+        let mut drop = vec![("projection.", "SimCLR's projection head")];
+        if file_classes.is_some_and(|c| c != classes) {
+            drop.push(("head.", why.as_str()));
+        }
+        (model, transferred) = apply_init(model, sd, spec.in_chans, &drop, run)?;
     }
     let names =
         if set.classes.len() == classes { set.classes.clone() } else { (0..classes).map(|c| c.to_string()).collect() };

@@ -102,20 +102,31 @@ pub struct LoopOutcome {
 
 /// Loads pre-trained weights into a fine-tuning model by name and shape and writes the key-by-key
 /// report to `RUN/transfer_report.txt`; returns the model and the number of tensors applied.
-/// A patch embedding of another channel count is adapted first (timm's `adapt_input_conv`), and
-/// the report says so.
+/// A patch embedding of another channel count is adapted first, tensors under `drop` (key
+/// prefixes: heads the new network replaces) are left out, and the report says so.
 pub(crate) fn apply_init<B: Backend, M: Visit<B>>(
     model: M,
     sd: &StateDict,
     in_chans: usize,
+    drop: &[(&str, &str)],
     run: &RunDir,
 ) -> Result<(M, usize)> {
     let mut sd = sd.clone();
-    let note = adapt_input_channels(&mut sd, in_chans);
+    let mut notes: Vec<String> = adapt_input_channels(&mut sd, in_chans).into_iter().collect();
+    for (prefix, why) in drop {
+        let before = sd.tensors.len();
+        sd.tensors.retain(|k, _| !k.starts_with(prefix));
+        if sd.tensors.len() < before {
+            notes.push(format!("{prefix}*: not loaded ({why})"));
+        }
+    }
     let (model, report) = apply_state_dict(model, &sd, LoadOptions::default())?;
     let mut text = report.to_string();
-    if let Some(n) = note {
-        text.push_str(&format!("adapted:\n  {n}\n"));
+    if !notes.is_empty() {
+        text.push_str("adapted:\n");
+        for n in notes {
+            text.push_str(&format!("  {n}\n"));
+        }
     }
     run.write_atomic("transfer_report.txt", text.as_bytes())?;
     Ok((model, report.applied.len()))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use vismae_data::labelled::{LabelledSet, Target};
 use vismae_data::splits::{Fold, Item, grouped_kfold, read_splits};
-use vismae_model::weights::{ModelKind, StateDict, detect, read_state_dict};
+use vismae_model::weights::{ModelKind, StateDict, detect, read_state_dict, swin_import};
 use vismae_run::schema::default_init_name;
 use vismae_run::settings::{Overrides, resolve_warmup};
 use vismae_run::{
@@ -66,20 +66,32 @@ pub struct Resolved {
     pub warnings: Vec<String>,
 }
 
-/// Reads initial weights: an MAE (its encoder, and for segmentation its decoder too) is what
-/// fine-tuning starts from.
+/// Reads initial weights in the VIS-MAE layout: an MAE (its encoder, and for segmentation its
+/// decoder), a SimCLR encoder, or a classifier (supervised Swin-T weights in Microsoft's or timm's
+/// layout are converted on reading, with a card).
 pub fn read_init(init: &Init) -> Result<Option<StateDict>> {
     let Some(path) = init.path() else { return Ok(None) };
-    let sd = read_state_dict(path)?;
+    let (mut sd, layout) = swin_import::to_vismae(read_state_dict(path)?);
+    if layout != swin_import::SwinLayout::Vismae
+        && let Some(mut card) = sd.card()
+        && let vismae_run::Origin::Imported { source, .. } = &mut card.origin
+    {
+        *source = path.display().to_string();
+        sd.set_card(&card);
+    }
     let info = detect(&sd).map_err(|e| TrainError::invalid(format!("{}: {e}", path.display())))?;
-    if info.kind != ModelKind::Mae {
+    if info.kind == ModelKind::Unet {
         return Err(TrainError::invalid(format!(
-            "{} holds a {} model; fine-tuning starts from MAE weights (or scratch)",
-            path.display(),
-            info.kind
+            "{} holds a unet model (a fine-tuned Swin-UNet); fine-tuning starts from MAE or SimCLR weights, a Swin classifier (ImageNet), or scratch",
+            path.display()
         )));
     }
     Ok(Some(sd))
+}
+
+/// The kind of network initial weights hold.
+pub fn init_kind(sd: &StateDict) -> Option<ModelKind> {
+    detect(sd).ok().map(|i| i.kind)
 }
 
 /// The fold's (training at `fraction`, validation) case ids: from `splits` when given, else made
@@ -139,6 +151,7 @@ fn fold_cases(
 /// replicated to 3 channels, or one channel per image file when cases have several; stored
 /// values and min-max for segmentation, the format's rules and no normalisation for
 /// classification).
+#[allow(clippy::too_many_arguments)]
 fn preprocess(
     task: Task,
     size: usize,
@@ -146,8 +159,10 @@ fn preprocess(
     channels: Option<Channels>,
     intensity: Option<Intensity>,
     norm: Option<InputNorm>,
+    card_norm: Option<InputNorm>,
     files: usize,
 ) -> Result<Preprocess> {
+    let norm = norm.or(card_norm);
     let channels = channels.unwrap_or(if files > 1 { Channels::Stack } else { Channels::Grey });
     let in_chans = in_chans.unwrap_or(match channels {
         Channels::Stack if files > 1 => files,
@@ -228,19 +243,42 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
         )));
     }
     let files = set.channels();
-    let spec = match &settings {
-        TaskSettings::Segmentation(s) => {
-            preprocess(req.task, s.size, s.in_chans, s.channels, s.intensity.clone(), s.norm.clone(), files)?
-        }
-        TaskSettings::Classification(s) => {
-            preprocess(req.task, s.size, s.in_chans, s.channels, s.intensity.clone(), s.norm.clone(), files)?
-        }
-    };
     if !size.is_multiple_of(4) || size < 32 {
         return Err(TrainError::invalid(format!("size {size} must be a multiple of 4 and at least 32")));
     }
     let init = read_init(&req.init)?;
     let card = init.as_ref().and_then(StateDict::card);
+    let card_norm = card.as_ref().and_then(|c| c.finetune_norm.clone());
+    let (given_norm, given_eps) = match &settings {
+        TaskSettings::Segmentation(s) => (s.norm.clone(), s.layer_norm_eps),
+        TaskSettings::Classification(s) => (s.norm.clone(), s.layer_norm_eps),
+    };
+    if given_norm.is_none()
+        && let Some(n) = &card_norm
+    {
+        warnings.push(format!("input: {} as the initial weights' card asks (set norm to choose)", n.describe()));
+    }
+    let layer_norm_eps = given_eps.or(card.as_ref().and_then(|c| c.layer_norm_eps)).unwrap_or(1e-6);
+    if given_eps.is_none() && layer_norm_eps != 1e-6 {
+        warnings.push(format!("LayerNorm eps {layer_norm_eps:e}, as the initial weights were trained (VIS-MAE: 1e-6)"));
+    }
+    let spec = match &settings {
+        TaskSettings::Segmentation(s) => {
+            preprocess(req.task, s.size, s.in_chans, s.channels, s.intensity.clone(), s.norm.clone(), card_norm, files)?
+        }
+        TaskSettings::Classification(s) => {
+            preprocess(req.task, s.size, s.in_chans, s.channels, s.intensity.clone(), s.norm.clone(), card_norm, files)?
+        }
+    };
+    if let (Task::Segmentation, Some(kind)) = (req.task, init.as_ref().and_then(init_kind))
+        && kind != ModelKind::Mae
+        && let TaskSettings::Segmentation(s) = &settings
+        && s.decoder_init == vismae_run::DecoderInit::Mae
+    {
+        warnings.push(format!(
+            "the initial weights ({kind}) have no decoder: it starts at initialisation (decoder_init = \"mirrored\" copies the encoder stages into it)"
+        ));
+    }
     let encoder_preprocess = card.as_ref().map(|c| c.preprocess.clone());
     if let Some(enc) = &encoder_preprocess
         && enc.norm != spec.norm
@@ -280,6 +318,7 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
         encoder_preprocess,
         warmup_epochs,
         devices: 1,
+        layer_norm_eps,
     };
     Ok(Resolved { config, set, init: init.1, warnings })
 }

@@ -180,6 +180,8 @@ pub(crate) fn card(cfg: &FinetuneConfig, kind: ModelKind, classes: Vec<String>) 
             encoder_preprocess: cfg.encoder_preprocess.clone(),
         },
         classes,
+        layer_norm_eps: None,
+        finetune_norm: None,
         metrics: Default::default(),
     }
 }
@@ -210,11 +212,18 @@ pub fn run<B: AutodiffBackend>(
     check_sizes(train_ex.len(), val_images)?;
     B::seed(device, s.seed);
     let variant = s.variant;
-    let mut model: SwinUnet<B> = variant.unet(spec.in_chans, classes).init(device);
+    let mut net = variant.unet(spec.in_chans, classes);
+    net.swin.layer_norm_eps = cfg.layer_norm_eps;
+    let mut model: SwinUnet<B> = net.init(device);
     let mut transferred = 0;
     if let Some(sd) = init {
         let sd = mirror_encoder_into_decoder(sd, variant.seg_depths().len(), s.decoder_init);
-        (model, transferred) = apply_init(model, &sd, spec.in_chans, run)?;
+        let drop = [
+            ("head.", "a classifier's head; the Swin-UNet's is new"),
+            ("norm.", "the encoder's final norm; the Swin-UNet has none"),
+            ("projection.", "SimCLR's projection head"),
+        ];
+        (model, transferred) = apply_init(model, &sd, spec.in_chans, &drop, run)?;
     }
     let images = (train_ex.len(), val_images);
     let names =

@@ -1,7 +1,10 @@
-//! The pre-training step loop. Every random draw (stochastic depth, masks, data order, flips) is a
-//! function of the seed and the step, so a run resumed from a checkpoint logs exactly the losses
-//! of an uninterrupted one. Checkpoints (model, optimizer, position) are written to a temporary
-//! folder and renamed into place; the weights end in the official key layout with a model card.
+//! The pre-training step loop, shared by the methods ([`Method`]: MAE, SimCLR): data order,
+//! gradient accumulation, AdamW with warm-up and cosine, `metrics.jsonl`, the non-finite stop,
+//! checkpoints and resume. Every random draw (stochastic depth, masks, views, data order, flips)
+//! is a function of the seed and the step, so a run resumed from a checkpoint logs exactly the
+//! losses of an uninterrupted one. Checkpoints (model, optimizer, position) are written to a
+//! temporary folder and renamed into place; the weights end in the official key layout with a
+//! model card.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,20 +17,50 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use vismae_data::dataset::reader::{LoaderOptions, ShardedDataset, epoch_batches_from};
-use vismae_model::layers::with_stochastic_seed;
-use vismae_model::masking::plan_from_seed;
-use vismae_model::store::{self, AnyModel, ModelSpec};
-use vismae_model::weights::{export_state_dict, safetensors_io};
-use vismae_model::{MaeConfig, SwinMae, VariantExt};
-use vismae_run::{ModelCard, ModelKind, Origin, PretrainConfig, RunDir};
+use vismae_run::{Method as MethodName, ModelCard, ModelKind, Origin, PretrainConfig, RunDir};
 
-use super::replicas::data_parallel;
+use super::mae::{Mae, mae_config};
 use super::resolve::filter;
+use super::simclr::{SimClrMethod, simclr_config};
 use crate::checkpoint;
 use crate::error::{Result, TrainError};
-use crate::reconstruct::reconstruction_grid;
 use crate::schedule::WarmupCosine;
 use crate::seeds::mix;
+
+/// Where a micro-batch is in the run.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Micro {
+    /// Optimizer step (0-based).
+    pub step: usize,
+    /// Micro-batch within the step.
+    pub micro: usize,
+    /// Images in the micro-batch.
+    pub images: usize,
+    /// `1 / (images * accum_steps)`: a replica's summed loss times this is its share of the step's mean.
+    pub scale: f64,
+}
+
+/// A pre-training method: its network, the gradient of one micro-batch over the replicas, what it
+/// shows after a step, and its weights at the end.
+pub(crate) trait Method<B: AutodiffBackend> {
+    /// The network.
+    type Model: AutodiffModule<B> + vismae_model::weights::Visit<B> + Sync;
+    /// A freshly initialised network.
+    fn init(&self, device: &B::Device) -> Self::Model;
+    /// The summed gradient of a micro-batch (`[images, planes, S, S]` values in `[0, 1]`) and
+    /// every replica's share of its loss.
+    fn micro(
+        &self,
+        model: &Self::Model,
+        devices: &[B::Device],
+        data: &[f32],
+        m: Micro,
+    ) -> Result<(GradientsParams, Vec<f64>)>;
+    /// After optimizer step `done` (1-based): pictures for people.
+    fn after_step(&self, model: &Self::Model, run: &RunDir, done: usize) -> Result<()>;
+    /// Writes the weights (official layout, with the model card); returns the safetensors path.
+    fn export(&self, model: Self::Model, run: &RunDir) -> Result<PathBuf>;
+}
 
 /// Position saved with a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,21 +86,11 @@ pub struct PretrainOutcome {
     pub seconds: f64,
 }
 
-/// The MAE configuration of a run.
-pub fn mae_config(cfg: &PretrainConfig) -> MaeConfig {
-    let s = &cfg.settings;
-    let mut c = s.variant.mae(cfg.preprocess.in_chans);
-    c.mask_ratio = s.mask_ratio;
-    c.norm_pix_loss = s.norm_pix_loss;
-    c.swin.drop_path_rate = s.drop_path;
-    c
-}
-
 /// The model card of the run's weights.
-pub fn card(cfg: &PretrainConfig) -> ModelCard {
+pub fn card(cfg: &PretrainConfig, kind: ModelKind) -> ModelCard {
     ModelCard {
         vismae: vismae_run::VISMAE_VERSION.into(),
-        kind: ModelKind::Mae,
+        kind,
         variant: Some(cfg.settings.variant),
         name: cfg.name(),
         preprocess: cfg.preprocess.clone(),
@@ -79,6 +102,8 @@ pub fn card(cfg: &PretrainConfig) -> ModelCard {
             data: cfg.data.display().to_string(),
         },
         classes: Vec::new(),
+        layer_norm_eps: None,
+        finetune_norm: None,
         metrics: Default::default(),
     }
 }
@@ -87,8 +112,6 @@ pub fn card(cfg: &PretrainConfig) -> ModelCard {
 pub fn latest_checkpoint(run: &RunDir) -> Option<(usize, PathBuf)> {
     checkpoint::latest(run, "step")
 }
-
-type Optim<B> = burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, SwinMae<B>, B>;
 
 /// Runs (or, with `resume`, continues) pre-training in `run` as `cfg` says, data-parallel over
 /// `devices` (one model; on the CPU the same device may be listed several times).
@@ -99,10 +122,7 @@ pub(crate) fn run<B: AutodiffBackend>(
     resume: bool,
     quiet: bool,
 ) -> Result<PretrainOutcome> {
-    let device = devices.first().ok_or_else(|| TrainError::invalid("no device to train on"))?;
-    let started = Instant::now();
     let s = &cfg.settings;
-    let spec = &cfg.preprocess;
     let ds = Arc::new(ShardedDataset::open(&cfg.data, &filter(s))?);
     if ds.len() != cfg.images || ds.info().size != cfg.size {
         return Err(TrainError::invalid(format!(
@@ -114,16 +134,39 @@ pub(crate) fn run<B: AutodiffBackend>(
             cfg.size
         )));
     }
-    let channels = ds.info().channels;
-    let mcfg = mae_config(cfg);
+    match s.method {
+        MethodName::Mae => {
+            let method = Mae { cfg, ds: ds.clone(), mcfg: mae_config(cfg) };
+            steps::<B, _>(&method, cfg, ds, run, devices, resume, quiet)
+        }
+        MethodName::Simclr => {
+            let method = SimClrMethod { cfg, ccfg: simclr_config(cfg) };
+            steps::<B, _>(&method, cfg, ds, run, devices, resume, quiet)
+        }
+    }
+}
+
+/// The step loop of `method`.
+fn steps<B: AutodiffBackend, M: Method<B>>(
+    method: &M,
+    cfg: &PretrainConfig,
+    ds: Arc<ShardedDataset>,
+    run: &RunDir,
+    devices: &[B::Device],
+    resume: bool,
+    quiet: bool,
+) -> Result<PretrainOutcome> {
+    let device = devices.first().ok_or_else(|| TrainError::invalid("no device to train on"))?;
+    let started = Instant::now();
+    let s = &cfg.settings;
     B::seed(device, s.seed);
-    let mut model: SwinMae<B> = mcfg.init(device);
-    let mut optim: Optim<B> = AdamWConfig::new()
+    let mut model: M::Model = method.init(device);
+    let mut optim = AdamWConfig::new()
         .with_beta_1(s.betas.0 as f32)
         .with_beta_2(s.betas.1 as f32)
         .with_epsilon(s.eps as f32)
         .with_weight_decay(s.weight_decay as f32)
-        .init();
+        .init::<B, M::Model>();
     let mut start = 0;
     let mut resumed_from = None;
     if resume && let Some((step, dir)) = latest_checkpoint(run) {
@@ -136,8 +179,9 @@ pub(crate) fn run<B: AutodiffBackend>(
     }
     let sched =
         WarmupCosine { lr: s.lr, min_lr: s.min_lr, warmup: cfg.warmup_steps as f64, total: cfg.total_steps as f64 };
-    let lo =
-        LoaderOptions { batch_size: s.batch_size, seed: s.seed, workers: s.workers, hflip: s.hflip, drop_last: true };
+    // SimCLR's views draw their own flips
+    let hflip = s.hflip && s.method == MethodName::Mae;
+    let lo = LoaderOptions { batch_size: s.batch_size, seed: s.seed, workers: s.workers, hflip, drop_last: true };
     let pb = if quiet { ProgressBar::hidden() } else { RunDir::bar(cfg.total_steps, start, "pretrain", "steps") };
     let micro_per_epoch = cfg.steps_per_epoch * s.accum_steps;
     let mut batches: Option<Box<dyn Iterator<Item = vismae_data::dataset::reader::Batch>>> = None;
@@ -155,7 +199,7 @@ pub(crate) fn run<B: AutodiffBackend>(
         }
         // gradients of every (micro-batch, replica), summed in that fixed order on the first device:
         // the order of a floating-point sum decides its last bits, and resumed runs must match
-        let mut summed = GradientsAccumulator::<SwinMae<B>>::new();
+        let mut summed = GradientsAccumulator::<M::Model>::new();
         let mut step_loss = 0.0;
         for micro in 0..s.accum_steps {
             let batch = batches
@@ -164,21 +208,8 @@ pub(crate) fn run<B: AutodiffBackend>(
                 .ok_or_else(|| TrainError::invalid(format!("the data loader ended early at step {step}")))?;
             B::seed(device, mix(s.seed, step as u64, micro as u64));
             let n = batch.indices.len();
-            let geom = model.mask_geometry(cfg.size, cfg.size);
-            let plan = plan_from_seed(geom, n, mix(s.seed ^ 0x6d61736b, step as u64, micro as u64))?;
-            let stochastic = mix(s.seed ^ 0x64726f70, step as u64, micro as u64);
-            let scale = 1.0 / (n * s.accum_steps) as f64;
-            let results = data_parallel(&model, devices, &batch.data, &plan, |replica, dev, data, sub_plan, offset| {
-                let k = sub_plan.batch;
-                with_stochastic_seed(stochastic, offset as u64, || {
-                    let x = crate::input::batch::<B>(spec, &data, k, channels, dev);
-                    let out = replica.forward(x, sub_plan)?;
-                    // each replica's mean, weighted by its share: the sum is the whole batch's mean
-                    let loss = out.loss * (k as f64 * scale);
-                    let value = crate::losses::scalar(loss.clone());
-                    Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
-                })
-            });
+            let m = Micro { step, micro, images: n, scale: 1.0 / (n * s.accum_steps) as f64 };
+            let results = method.micro(&model, devices, &batch.data, m);
             let (grads, values) = results?;
             for value in values {
                 if !value.is_finite() {
@@ -217,29 +248,10 @@ pub(crate) fn run<B: AutodiffBackend>(
                 s.keep_checkpoints,
             )?;
         }
-        let epoch_end = done.is_multiple_of(cfg.steps_per_epoch);
-        let finished_epoch = done / cfg.steps_per_epoch;
-        if (epoch_end && s.reconstruct_every > 0 && finished_epoch.is_multiple_of(s.reconstruct_every))
-            || done == cfg.total_steps
-        {
-            let name = format!("reconstructions/step-{done:08}.png");
-            let dir = run.join("reconstructions");
-            std::fs::create_dir_all(&dir).map_err(|e| TrainError::output(&dir, e))?;
-            let images: Vec<Vec<f32>> = (0..s.reconstruct_images.min(ds.len()))
-                .map(|i| ds.pixels(i).iter().step_by(channels).map(|&v| v as f32 / 255.0).collect())
-                .collect();
-            let grid = crate::reconstruct::Grid { images: &images, planes: 1, seed: s.seed };
-            reconstruction_grid::<B::InnerBackend>(&model.valid(), spec, s.norm_pix_loss, &grid, &run.join(&name))?;
-        }
+        method.after_step(&model, run, done)?;
     }
     pb.finish_and_clear();
-    let (model, mut sd) = export_state_dict::<B, _>(model);
-    let card = card(cfg);
-    sd.set_card(&card);
-    let weights = run.join("weights.safetensors");
-    safetensors_io::write(&sd, &weights)?;
-    let spec = ModelSpec::mae(&mcfg).with_card(card);
-    store::save(AnyModel::Mae(model), &spec, &run.join("weights.mpk"))?;
+    let weights = method.export(model, run)?;
     let k = 10.min(losses.len());
     let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     Ok(PretrainOutcome {

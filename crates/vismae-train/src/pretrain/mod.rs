@@ -1,21 +1,25 @@
-//! `vismae pretrain`: window-masked MAE pre-training (SPEC §2, §6.1-6.2) on a dataset written by
-//! `vismae ingest`. [`resolve`] turns the request into the complete [`PretrainConfig`]; [`start`]
+//! `vismae pretrain`: window-masked MAE pre-training (SPEC §2, §6.1-6.2), or SimCLR (the paper's
+//! baseline), on a dataset written by `vismae ingest`. [`resolve`] turns the request into the complete [`PretrainConfig`]; [`start`]
 //! creates the run folder, writes its `config.json` and runs the [`engine`]; [`resume`] reads the
 //! config back and continues from the last checkpoint. The data-parallel replicas are in
 //! [`replicas`].
 
 mod engine;
+pub(crate) mod mae;
 mod replicas;
 mod resolve;
+mod simclr;
 
 use std::path::Path;
 
 use burn::tensor::backend::AutodiffBackend;
 use vismae_run::{PretrainConfig, RunDir};
 
-pub use engine::{CheckpointState, PretrainOutcome, card, latest_checkpoint, mae_config};
+pub use engine::{CheckpointState, PretrainOutcome, card, latest_checkpoint};
+pub use mae::mae_config;
 pub(crate) use replicas::data_parallel;
 pub use resolve::{PretrainFlags, PretrainRequest, describe, resolve};
+pub use simclr::simclr_config;
 
 use crate::error::Result;
 

@@ -3,10 +3,9 @@
 //! summed by burn-collective's all-reduce into one step of one model.
 
 use burn::collective::{self, AllReduceStrategy, CollectiveConfig, CollectiveError, PeerId, ReduceOperation};
-use burn::module::Module;
+use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use vismae_model::{MaskPlan, SwinMae};
 
 use crate::error::{Result, TrainError};
 
@@ -19,31 +18,27 @@ fn collective_config(n: usize) -> CollectiveConfig {
     CollectiveConfig::default().with_num_devices(n).with_local_all_reduce_strategy(AllReduceStrategy::Tree(2))
 }
 
-/// Splits a micro-batch (`[n, c, S, S]` values and its mask plan) into contiguous chunks, one per
-/// device, and runs `work` on each in its own thread with a replica of the model on that device.
-/// The replicas' gradients are summed by burn-collective's all-reduce (every replica registers as
-/// a peer for the step); the sum, on the first device, is returned with every replica's loss.
-/// One device runs inline, without the collective.
-pub(crate) fn data_parallel<B: AutodiffBackend>(
-    model: &SwinMae<B>,
+/// The contiguous `(first, end)` image ranges of a micro-batch of `n` images over `devices`
+/// replicas (empty ranges left out).
+pub(crate) fn chunks(n: usize, devices: usize) -> Vec<(usize, usize)> {
+    let replicas = devices.clamp(1, n.max(1));
+    (0..replicas).map(|w| (w * n / replicas, (w + 1) * n / replicas)).filter(|(a, b)| b > a).collect()
+}
+
+/// Splits a micro-batch of `n` images into [`chunks`], one per device, and runs `work(replica,
+/// device, (first, end), index)` on each in its own thread with a replica of the model on that
+/// device. The replicas' gradients are summed by burn-collective's all-reduce (every replica
+/// registers as a peer for the step); the sum, on the first device, is returned with every
+/// replica's loss. One chunk runs inline, without the collective.
+pub(crate) fn data_parallel<B: AutodiffBackend, M: AutodiffModule<B> + Sync>(
+    model: &M,
     devices: &[B::Device],
-    data: &[f32],
-    plan: &MaskPlan,
-    work: impl Fn(&SwinMae<B>, &B::Device, Vec<f32>, &MaskPlan, usize) -> Result<ReplicaOut> + Sync,
+    n: usize,
+    work: impl Fn(&M, &B::Device, (usize, usize), usize) -> Result<ReplicaOut> + Sync,
 ) -> Result<(GradientsParams, Vec<f64>)> {
-    let n = plan.batch;
-    let per_image = data.len() / n.max(1);
-    let tokens = plan.grid_h * plan.grid_w;
-    let replicas = devices.len().clamp(1, n.max(1));
-    let chunks: Vec<(usize, usize)> =
-        (0..replicas).map(|w| (w * n / replicas, (w + 1) * n / replicas)).filter(|(a, b)| b > a).collect();
-    let sub = |a: usize, b: usize| MaskPlan {
-        batch: b - a,
-        mask: plan.mask[a * tokens..b * tokens].to_vec(),
-        ..plan.clone()
-    };
+    let chunks = chunks(n, devices.len());
     if chunks.len() == 1 {
-        let (g, v) = work(model, &devices[0], data.to_vec(), plan, 0)?;
+        let (g, v) = work(model, &devices[0], chunks[0], 0)?;
         return Ok((g, vec![v]));
     }
     let peers = chunks.len();
@@ -51,11 +46,9 @@ pub(crate) fn data_parallel<B: AutodiffBackend>(
         let handles: Vec<_> = chunks
             .iter()
             .enumerate()
-            .map(|(w, &(a, b))| {
+            .map(|(w, &range)| {
                 let dev = devices[w].clone();
                 let replica = model.clone().fork(&dev);
-                let chunk = data[a * per_image..b * per_image].to_vec();
-                let sub_plan = sub(a, b);
                 let work = &work;
                 scope.spawn(move || {
                     let peer = PeerId::from(w as u32);
@@ -71,7 +64,7 @@ pub(crate) fn data_parallel<B: AutodiffBackend>(
                         .num_threads(1)
                         .build()
                         .map_err(|e| TrainError::Replica { replica: w, reason: e.to_string() });
-                    let out = pool.and_then(|p| p.install(|| work(&replica, &dev, chunk, &sub_plan, a)));
+                    let out = pool.and_then(|p| p.install(|| work(&replica, &dev, range, w)));
                     // every peer must take part in the all-reduce, even one whose work failed
                     let (grads, value) = match out {
                         Ok(r) => r,
@@ -132,11 +125,16 @@ mod tests {
         let data: Vec<f32> = (0..n * 3 * size * size).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
         let plan = plan_from_seed(model.mask_geometry(size, size), n, 3).unwrap_or_else(|e| panic!("{e}"));
         let devices = vec![device; replicas];
-        let (grads, losses) = data_parallel(&model, &devices, &data, &plan, |replica, dev, chunk, sub, offset| {
-            with_stochastic_seed(11, offset as u64, || {
-                let k = sub.batch;
-                let x = Tensor::<B, 4>::from_data(TensorData::new(chunk, [k, 3, size, size]), dev);
-                let loss = replica.forward(x, sub)?.loss * (k as f64 / n as f64);
+        let per = 3 * size * size;
+        let (grads, losses) = data_parallel(&model, &devices, n, |replica: &SwinMae<B>, dev, (a, b), _| {
+            let sub = crate::pretrain::mae::sub_plan(&plan, a, b);
+            with_stochastic_seed(11, a as u64, || {
+                let k = b - a;
+                let x = Tensor::<B, 4>::from_data(
+                    TensorData::new(data[a * per..b * per].to_vec(), [k, 3, size, size]),
+                    dev,
+                );
+                let loss = replica.forward(x, &sub)?.loss * (k as f64 / n as f64);
                 let value = crate::losses::scalar(loss.clone());
                 Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
             })

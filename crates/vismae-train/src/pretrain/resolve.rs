@@ -14,6 +14,8 @@ use crate::error::{Result, TrainError};
 /// Flags only `pretrain` has, applied over the settings.
 #[derive(Clone, Debug, Default)]
 pub struct PretrainFlags {
+    /// `--method`.
+    pub method: Option<vismae_run::Method>,
     /// `--modality` (repeatable).
     pub modalities: Vec<String>,
     /// `--steps`.
@@ -40,6 +42,9 @@ impl PretrainRequest {
     pub fn settings(&self) -> Result<PretrainSettings> {
         let mut s: PretrainSettings = self.overrides.settings()?;
         let f = &self.flags;
+        if let Some(m) = f.method {
+            s.method = m;
+        }
         if !f.modalities.is_empty() {
             s.modalities = f.modalities.clone();
         }
@@ -69,7 +74,7 @@ pub fn resolve(settings: &PretrainSettings, data: &Path, default_devices: usize)
     let ds = ShardedDataset::open(data, &filter(settings))?;
     let info = ds.info();
     let size = info.size;
-    if !size.is_multiple_of(16) {
+    if settings.method == vismae_run::Method::Mae && !size.is_multiple_of(16) {
         return Err(TrainError::invalid(format!(
             "dataset images are {size}px: pre-training needs a multiple of 16 (the mask unit); ingest again with --size {}",
             (size / 16).max(1) * 16

@@ -26,6 +26,7 @@ fn pretraining_writes_a_config_it_reads_back_and_weights_with_a_card() {
     };
     let cfg = pretrain::resolve(&s, &dir.join("ds"), 2).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!((cfg.total_steps, cfg.devices, cfg.warmup_steps), (3, 2, 0));
+    let _serial = crate::serial();
     let (run, out) = pretrain::start::<Train>(&cfg, &dir.join("run"), &[Default::default(), Default::default()], true)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(out.steps, 3);
@@ -66,6 +67,7 @@ fn finetuning_resumed_after_losing_its_last_epoch_ends_with_the_same_weights() {
     };
     let resolved = finetune::resolve(&req).unwrap_or_else(|e| panic!("{e}"));
     let run = dir.join("run");
+    let _serial = crate::serial();
     finetune::start::<Train>(&resolved, &run, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
     let whole = std::fs::read(run.join("final.safetensors")).unwrap_or_default();
     // the log without the timing fields

@@ -5,6 +5,7 @@
 
 mod engines;
 mod resolve;
+mod simclr;
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,13 @@ use vismae_train::phantom::phantom;
 
 /// The training backend of the tests.
 pub type Train = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// Holds the lock that runs training one test at a time: burn seeds one generator per backend
+/// for the whole process, so runs in parallel test threads would draw each other's numbers.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A fresh folder in this run's scratch space.
 pub fn scratch(name: &str) -> PathBuf {

@@ -116,3 +116,48 @@ fn the_preprocessing_is_the_references_unless_asked_and_is_in_the_config() {
     let e = error(&request(&data, &["channels=\"colour\"", "in_chans=2"]));
     assert!(e.contains("1 image file(s) per case") && e.contains("2 input channel(s)"), "{e}");
 }
+
+/// Supervised weights in Microsoft's layout (a tiny Swin classifier with `attn_mask` buffers and 5
+/// classes): converted on reading; the run builds its network with their LayerNorm eps and feeds
+/// them ImageNet statistics, both said; the 5-class head is not loaded into a 2-class run.
+#[test]
+fn imported_swin_weights_bring_their_eps_and_input_and_lose_a_foreign_head() {
+    use burn::backend::Flex;
+    use vismae_model::VariantExt;
+    use vismae_model::weights::{TensorEntry, Values, export_state_dict, pth_write};
+    let dir = scratch("imported");
+    for (class, seed) in [("a", 1u64), ("b", 2)] {
+        std::fs::create_dir_all(dir.join(format!("set/{class}"))).unwrap_or_default();
+        for i in 0..6u64 {
+            let p = vismae_train::phantom::phantom(seed, i, 32);
+            let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
+            image::GrayImage::from_raw(32, 32, img).map(|g| g.save(dir.join(format!("set/{class}/{i}.png"))));
+        }
+    }
+    let model = Variant::Tiny.classifier(3, 5).init::<Flex>(&Default::default());
+    let (_, mut sd) = export_state_dict::<Flex, _>(model);
+    sd.tensors.insert(
+        "layers.0.blocks.0.attn_mask".into(),
+        TensorEntry { shape: vec![1, 49, 49], values: Values::F32(vec![0.0; 49 * 49]) },
+    );
+    pth_write::write(&sd, &dir.join("swin_tiny.pth")).unwrap_or_else(|e| panic!("{e}"));
+    let mut req = request(&dir.join("set"), &["variant=\"tiny\"", "size=32", "epochs=1", "warmup_epochs=0"]);
+    req.task = Task::Classification;
+    req.folds = 3;
+    req.init = vismae_run::Init::Weights(dir.join("swin_tiny.pth"));
+    let r = resolve(&req).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((r.config.layer_norm_eps, r.config.init_name.as_str()), (1e-5, "ImageNet"));
+    assert_eq!(r.config.preprocess.norm, InputNorm::imagenet());
+    assert!(
+        r.warnings.iter().any(|w| w.contains("eps")) && r.warnings.iter().any(|w| w.contains("card asks")),
+        "{:?}",
+        r.warnings
+    );
+    let _serial = crate::serial();
+    vismae_train::finetune::start::<crate::Train>(&r, &dir.join("run"), &Default::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = std::fs::read_to_string(dir.join("run/transfer_report.txt")).unwrap_or_default();
+    assert!(report.contains("head.*: not loaded (the file's head has 5 classes, this run 2)"), "{report}");
+    let cfg = vismae_run::FinetuneConfig::read(&dir.join("run"), None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.layer_norm_eps, 1e-5);
+}
