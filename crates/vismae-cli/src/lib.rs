@@ -11,6 +11,7 @@ mod finetune_cmd;
 mod ingest_cmd;
 mod predict_cmd;
 mod pretrain_cmd;
+mod study_cmd;
 mod weights_cmd;
 
 use std::path::PathBuf;
@@ -130,10 +131,14 @@ enum Command {
     },
     /// Predict with a fine-tuned run: label maps (PNG, NIfTI in the input's geometry) for segmentation, predictions.csv for classification.
     Predict(predict_cmd::PredictArgs),
+    /// The paper's evaluation protocol from a study file: every dataset x initialisation x label
+    /// fraction x fold fine-tuned and tested on held-out folds, other tools' predictions scored on
+    /// the same folds, tables, figures and paired statistics; run it again to continue.
+    Study(study_cmd::StudyArgs),
     /// Tables (mean ± sd over folds), label-efficiency figures, training curves, report.md and a
     /// self-contained report.html from finished pre-training and fine-tuning runs.
     Report {
-        /// Run folders (pretrain, finetune seg|cls; a run evaluated with `evaluate --out RUN/test` reports test metrics).
+        /// Run folders (pretrain, finetune seg|cls; a run evaluated with `evaluate --out RUN/test` reports test metrics), or one study folder (`vismae study --out`).
         #[arg(required = true)]
         runs: Vec<PathBuf>,
         /// Report folder (new or empty).
@@ -205,6 +210,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => ingest_cmd::run(args),
         Command::Predict(args) => predict_cmd::run(args),
         Command::Report { runs, out, title } => {
+            if let [dir] = runs.as_slice()
+                && vismae_workflow::study::is_study(dir)
+            {
+                let r = vismae_workflow::study::report(dir, &out)?;
+                println!("study report: {} (and report.html, stats.csv, per_case.csv)", r.join("report.md").display());
+                return Ok(());
+            }
             let r = vismae_report::build(&runs, &out, &title, &[])?;
             println!("{} runs, {} tables, {} figures", runs.len(), r.tables.len(), r.figures.len() / 2);
             println!("report: {} (and {})", r.markdown.display(), r.html.display());
@@ -228,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune { command } => finetune_cmd::run(command),
         Command::Pretrain(args) => pretrain_cmd::run(args),
         Command::Reconstruct(args) => pretrain_cmd::reconstruct(args),
+        Command::Study(args) => study_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Weights { command } => weights_cmd::run(command),
     }

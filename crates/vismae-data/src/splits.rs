@@ -34,6 +34,9 @@ pub struct Fold {
     pub val: Vec<String>,
     /// Fraction (as written, e.g. "0.05") -> training case ids, each contained in the next.
     pub fractions: BTreeMap<String, Vec<String>>,
+    /// Held-out test case ids (a study's outer fold), which neither training nor validation sees.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test: Vec<String>,
 }
 
 struct Group {
@@ -119,6 +122,38 @@ pub fn read_splits(path: &std::path::Path) -> Result<Vec<Fold>, crate::DataError
         .map_err(|e| DataError::new(path, Reason::Corrupt, format!("not a vismae splits file: {e}")))
 }
 
+/// A study's folds: the outer `folds`-fold cross-validation of `items` (each outer fold is the
+/// test set of fold `k`), and within the rest an inner validation split of about `inner` of its
+/// cases (whole groups, class mix kept) for model selection; the training part that remains has
+/// the nested subsets at `fractions`. Test, validation and training cases of a fold never share a
+/// group.
+pub fn study_folds(
+    items: &[Item],
+    folds: usize,
+    seed: u64,
+    inner: f64,
+    fractions: &[f64],
+) -> Result<Vec<Fold>, SplitError> {
+    let outer = grouped_kfold(items, folds, seed, &[1.0])?;
+    let mut out = Vec::with_capacity(folds);
+    for (k, f) in outer.into_iter().enumerate() {
+        let pool: Vec<Item> = items.iter().filter(|i| f.train.contains(&i.id)).cloned().collect();
+        let groups: std::collections::HashSet<&str> = pool.iter().map(|i| i.group.as_str()).collect();
+        let want = (1.0 / inner).round().max(2.0) as usize;
+        let inner_folds = want.min(groups.len());
+        if inner_folds < 2 {
+            return Err(SplitError(format!(
+                "fold {k}: its training part has {} group(s), too few for an inner validation split",
+                groups.len()
+            )));
+        }
+        let split = grouped_kfold(&pool, inner_folds, seed ^ 0x696e_6e65_7200 ^ k as u64, fractions)?;
+        let first = split.into_iter().next().ok_or("no inner fold")?;
+        out.push(Fold { train: first.train, val: first.val, fractions: first.fractions, test: f.val });
+    }
+    Ok(out)
+}
+
 /// Grouped (and, with classes, stratified) `folds`-fold splits of `items` with nested training
 /// subsets at `fractions`.
 pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64]) -> Result<Vec<Fold>, SplitError> {
@@ -182,7 +217,7 @@ pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64])
             }
             subsets.insert(format!("{f}"), cases);
         }
-        out.push(Fold { train, val, fractions: subsets });
+        out.push(Fold { train, val, fractions: subsets, test: Vec::new() });
     }
     Ok(out)
 }
@@ -190,6 +225,34 @@ pub fn grouped_kfold(items: &[Item], folds: usize, seed: u64, fractions: &[f64])
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn study_folds_keep_test_validation_and_training_apart() {
+        // 30 cases of 15 patients (2 each), two classes
+        let items: Vec<Item> = (0..30)
+            .map(|i| Item { id: format!("c{i}"), group: format!("p{}", i / 2), class: Some((i / 2) % 2) })
+            .collect();
+        let folds = study_folds(&items, 3, 4, 0.2, &[0.25, 1.0]).unwrap();
+        let group = |id: &String| items.iter().find(|i| &i.id == id).map(|i| i.group.clone()).unwrap();
+        let mut tested = Vec::new();
+        for f in &folds {
+            let (t, v, r): (Vec<_>, Vec<_>, Vec<_>) = (
+                f.test.iter().map(group).collect(),
+                f.val.iter().map(group).collect(),
+                f.train.iter().map(group).collect(),
+            );
+            assert!(t.iter().all(|g| !v.contains(g) && !r.contains(g)) && v.iter().all(|g| !r.contains(g)), "{f:?}");
+            assert_eq!(f.test.len() + f.val.len() + f.train.len(), 30);
+            let small = f.train_at(0.25).unwrap();
+            assert!(small.iter().all(|c| f.train.contains(c)) && small.len() < f.train.len());
+            assert_eq!(f.train_at(1.0).unwrap().len(), f.train.len());
+            tested.extend(f.test.clone());
+        }
+        tested.sort();
+        let mut all: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        all.sort();
+        assert_eq!(tested, all, "every case is tested exactly once");
+    }
 
     #[test]
     fn every_fold_keeps_the_class_mix() {

@@ -3,6 +3,7 @@
 
 pub mod cls;
 pub mod seg;
+pub mod stats;
 
 pub use cls::{Averaged, Metric, average_precision, one_vs_rest, pr_auc_trapezoid, roc_auc};
 pub use seg::{ClassScores, SegAccumulator, confusion, seg_scores};

@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-pub(crate) fn base64(bytes: &[u8]) -> String {
+/// Standard base64 (with padding) of `bytes`.
+pub fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for c in bytes.chunks(3) {
@@ -19,12 +20,13 @@ pub(crate) fn base64(bytes: &[u8]) -> String {
     s
 }
 
-pub(crate) fn escape(s: &str) -> String {
+/// `s` with `&`, `<` and `>` escaped for HTML text.
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Markdown table to HTML.
-pub(crate) fn md_table_html(t: &str) -> String {
+pub fn md_table_html(t: &str) -> String {
     let mut h = String::from("<table>\n");
     for (i, line) in t.lines().enumerate().filter(|(i, _)| *i != 1) {
         let tag = if i == 0 { "th" } else { "td" };
@@ -40,7 +42,7 @@ pub(crate) fn md_table_html(t: &str) -> String {
 }
 
 /// The whole page around `body`.
-pub(crate) fn page(title: &str, body: &str) -> String {
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;max-width:960px;margin:2em auto;padding:0 1em}}table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}}figure{{margin:1.5em 0}}svg,img{{max-width:100%;height:auto}}figcaption{{font-style:italic;color:#444}}</style></head><body>\n{body}</body></html>\n",
         escape(title)

@@ -6,7 +6,7 @@
 
 mod build;
 mod error;
-mod html;
+pub mod html;
 pub mod plot;
 pub mod runs;
 mod tables;

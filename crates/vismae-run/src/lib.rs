@@ -16,6 +16,7 @@ pub mod preprocess;
 pub mod run_dir;
 pub mod schema;
 pub mod settings;
+pub mod study;
 pub mod vocab;
 
 pub use card::{ModelCard, Origin};
@@ -26,7 +27,7 @@ pub use schema::{
     ClsEvaluation, ClsSummary, FinetuneConfig, PretrainConfig, RunRecord, SegEvaluation, SegSummary, TaskSettings,
 };
 pub use settings::{ClsSettings, PretrainSettings, SegSettings};
-pub use vocab::{Augment, DecoderInit, Fallback, GroupBy, Init, Method, ModelKind, Plane, Task, Variant};
+pub use vocab::{Augment, DecoderInit, Fallback, GroupBy, Init, Keep, Method, ModelKind, Plane, Task, Variant};
 
 /// The version of vismae that writes run folders and weights (recorded in each).
 pub const VISMAE_VERSION: &str = env!("CARGO_PKG_VERSION");

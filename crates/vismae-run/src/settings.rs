@@ -337,6 +337,15 @@ pub struct SegSettings {
     pub betas: (f64, f64),
     /// AdamW weight decay.
     pub weight_decay: f64,
+    /// Learning-rate multiplier of the encoder, the pre-trained part (MAE/SimMIM fine-tuning
+    /// often trains it slower than the new head or decoder).
+    pub encoder_lr_scale: f64,
+    /// Layer-wise learning-rate decay of the encoder: block `l` of `L` learns at
+    /// `layer_decay^(L + 1 - l)` (1: none; BEiT/MAE/SimMIM use 0.65-0.9).
+    pub layer_decay: f64,
+    /// Leave the encoder as initialised and train only the decoder or head (for classification,
+    /// a linear probe).
+    pub freeze_encoder: bool,
     /// Weight of the Dice loss (paper 0.4; the official code 0.6).
     pub dice_weight: f64,
     /// Weight of the cross-entropy (paper 0.6; the official code 0.4).
@@ -349,6 +358,8 @@ pub struct SegSettings {
     pub seed: u64,
     /// How the decoder starts from MAE weights.
     pub decoder_init: DecoderInit,
+    /// Which epoch's weights the run keeps: the best by validation, or the last.
+    pub keep: crate::vocab::Keep,
     /// Training replicas (fine-tuning trains on one for now).
     pub devices: usize,
     /// Write a checkpoint every this many epochs.
@@ -374,12 +385,16 @@ impl Default for SegSettings {
             min_lr: 0.0,
             betas: (0.9, 0.95),
             weight_decay: 0.05,
+            encoder_lr_scale: 1.0,
+            layer_decay: 1.0,
+            freeze_encoder: false,
             dice_weight: 0.4,
             ce_weight: 0.6,
             augment: Augment::Reference,
             plane: Plane::Axial,
             seed: 0,
             decoder_init: DecoderInit::Mae,
+            keep: crate::vocab::Keep::Best,
             devices: 1,
             checkpoint_every: 1,
             keep_checkpoints: 2,
@@ -427,12 +442,23 @@ pub struct ClsSettings {
     pub betas: (f64, f64),
     /// AdamW weight decay.
     pub weight_decay: f64,
+    /// Learning-rate multiplier of the encoder, the pre-trained part (MAE/SimMIM fine-tuning
+    /// often trains it slower than the new head or decoder).
+    pub encoder_lr_scale: f64,
+    /// Layer-wise learning-rate decay of the encoder: block `l` of `L` learns at
+    /// `layer_decay^(L + 1 - l)` (1: none; BEiT/MAE/SimMIM use 0.65-0.9).
+    pub layer_decay: f64,
+    /// Leave the encoder as initialised and train only the decoder or head (for classification,
+    /// a linear probe).
+    pub freeze_encoder: bool,
     /// Weigh classes by `n / (classes * n_c)` (sklearn's "balanced").
     pub balanced: bool,
     /// Augmentation: `reference` (the official `--transform` pipeline), `flip` or `none`.
     pub augment: Augment,
     /// Seed.
     pub seed: u64,
+    /// Which epoch's weights the run keeps: the best by validation, or the last.
+    pub keep: crate::vocab::Keep,
     /// Training replicas (fine-tuning trains on one for now).
     pub devices: usize,
     /// Write a checkpoint every this many epochs.
@@ -458,9 +484,13 @@ impl Default for ClsSettings {
             min_lr: 0.0,
             betas: (0.9, 0.95),
             weight_decay: 0.05,
+            encoder_lr_scale: 1.0,
+            layer_decay: 1.0,
+            freeze_encoder: false,
             balanced: false,
             augment: Augment::Reference,
             seed: 0,
+            keep: crate::vocab::Keep::Best,
             devices: 1,
             checkpoint_every: 1,
             keep_checkpoints: 2,

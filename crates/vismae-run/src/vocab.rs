@@ -229,6 +229,18 @@ pub enum Augment {
 }
 display_from_value_enum!(Augment, "augmentation");
 
+/// Which epoch's weights a fine-tuning run keeps (`best.safetensors`, what `predict` uses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The epoch with the best validation score.
+    #[default]
+    Best,
+    /// The last epoch.
+    Last,
+}
+display_from_value_enum!(Keep, "keep");
+
 /// What a split keeps together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -238,6 +250,9 @@ pub enum GroupBy {
     Patient,
     /// Every case alone.
     Case,
+    /// The cases of one patient and near-duplicate images (equal 8 x 8 difference hash of the
+    /// middle image) together: for sets without patient ids.
+    Similar,
 }
 display_from_value_enum!(GroupBy, "grouping");
 

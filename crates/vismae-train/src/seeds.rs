@@ -2,6 +2,15 @@
 //! depth) is a function of the run's seed and its position, so a resumed run draws what the
 //! uninterrupted one drew.
 
+/// Held while a run seeds the backend and initialises its network. burn keeps one random
+/// generator per backend for the whole process; runs in several threads (a study's concurrent
+/// cells) would otherwise draw each other's numbers. After initialisation no run draws from it
+/// (masks, views, augmentation and stochastic depth have their own seeded generators).
+pub fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A 64-bit mix of the seed and positions (SplitMix64).
 pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);

@@ -113,7 +113,7 @@ pub fn run<B: AutodiffBackend>(
 
     say("[3/6] splits: held-out test cases, then fold 0 of 5 with nested label fractions".into());
     let set = vismae_data::labelled::open(&sets.labelled)?;
-    let items = crate::split::items(&set, GroupBy::Patient);
+    let items = crate::split::items(&set, GroupBy::Patient)?;
     // one fold of five is the test set; the others are split again into 5 folds
     let outer = grouped_kfold(&items, 5, a.seed, &[1.0])?;
     let test_ids = outer[0].val.clone();

@@ -92,7 +92,23 @@ pub fn read_cls_results(path: &Path) -> Result<ClsResults> {
 /// `vismae evaluate cls`: ROC AUC, average precision and trapezoid PR AUC (per class, macro,
 /// weighted, micro) of a predictions CSV, into `out`.
 pub fn cls(path: &Path, out: &Path) -> Result<ClsEvaluation> {
-    let r = read_cls_results(path)?;
+    cls_results(&read_cls_results(path)?, out)
+}
+
+/// The rows of `r` whose ids are in `cases`.
+pub fn only_cases(r: &ClsResults, cases: &[String]) -> ClsResults {
+    let keep: std::collections::HashSet<&str> = cases.iter().map(String::as_str).collect();
+    let idx: Vec<usize> = (0..r.ids.len()).filter(|&i| keep.contains(r.ids[i].as_str())).collect();
+    ClsResults {
+        ids: idx.iter().map(|&i| r.ids[i].clone()).collect(),
+        targets: idx.iter().map(|&i| r.targets[i].clone()).collect(),
+        scores: idx.iter().map(|&i| r.scores[i].clone()).collect(),
+        multi: r.multi,
+    }
+}
+
+/// [`cls`] of parsed results.
+pub fn cls_results(r: &ClsResults, out: &Path) -> Result<ClsEvaluation> {
     let classes = r.scores.first().map_or(0, Vec::len);
     let binary = !r.multi && classes == 2;
     let mut summary = ClsEvaluation { samples: r.targets.len(), classes, multi_label: r.multi, ..Default::default() };
@@ -158,8 +174,8 @@ pub fn read_mask(path: &Path) -> Result<(Vec<u8>, (usize, usize, usize))> {
     Ok((values, dims))
 }
 
-/// `(case name, prediction, ground truth)` pairs.
-fn pairs(pred_dir: &Path, truth: &Truth) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+/// `(case name, prediction, ground truth)` pairs (of `only` cases, when given).
+fn pairs(pred_dir: &Path, truth: &Truth, only: Option<&[String]>) -> Result<Vec<(String, PathBuf, PathBuf)>> {
     let files = |dir: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(WorkflowError::io(dir))?
@@ -205,6 +221,9 @@ fn pairs(pred_dir: &Path, truth: &Truth) -> Result<Vec<(String, PathBuf, PathBuf
                     continue;
                 }
                 let id = vismae_train::predict::stem(&pred);
+                if only.is_some_and(|o| !o.contains(&id)) {
+                    continue;
+                }
                 let gt = masks.get(id.as_str()).ok_or_else(|| {
                     WorkflowError::invalid(format!("{}: no case {id:?} in {}", pred.display(), data.display()))
                 })?;
@@ -225,9 +244,26 @@ fn record(s: &ClassScores) -> ClassScoreRecord {
 /// `vismae evaluate seg`: per-case and mean Dice, precision and recall per class (background only
 /// with `include_background`), into `out`.
 pub fn seg(pred_dir: &Path, truth: &Truth, out: &Path, include_background: bool) -> Result<SegEvaluation> {
+    seg_cases(pred_dir, truth, None, out, include_background)
+}
+
+/// [`seg`] of the predictions of `only` cases (of a labelled set; every one must be predicted).
+pub fn seg_cases(
+    pred_dir: &Path,
+    truth: &Truth,
+    only: Option<&[String]>,
+    out: &Path,
+    include_background: bool,
+) -> Result<SegEvaluation> {
+    let found = pairs(pred_dir, truth, only)?;
+    if let Some(o) = only
+        && let Some(missing) = o.iter().find(|c| !found.iter().any(|f| &f.0 == *c))
+    {
+        return Err(WorkflowError::invalid(format!("case {missing}: no prediction in {}", pred_dir.display())));
+    }
     let mut loaded = Vec::new();
     let mut num_classes = 0usize;
-    for (name, pred, gt) in pairs(pred_dir, truth)? {
+    for (name, pred, gt) in found {
         let (g, gd) = read_mask(&gt)?;
         let (p, pd) = read_mask(&pred)?;
         if gd != pd {

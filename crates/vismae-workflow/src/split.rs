@@ -10,22 +10,30 @@ use vismae_run::GroupBy;
 
 use crate::error::{Result, WorkflowError};
 
-/// The items a labelled set splits into: grouped as asked, with the class of classification cases.
-pub fn items(set: &LabelledSet, group_by: GroupBy) -> Vec<Item> {
-    set.samples
+/// The items a labelled set splits into: grouped as asked (near-duplicate grouping reads every
+/// case's image), with the class of classification cases.
+pub fn items(set: &LabelledSet, group_by: GroupBy) -> Result<Vec<Item>> {
+    let similar = match group_by {
+        GroupBy::Similar => Some(vismae_data::labelled::similar_groups(set)?.groups),
+        _ => None,
+    };
+    Ok(set
+        .samples
         .iter()
-        .map(|s| Item {
+        .enumerate()
+        .map(|(i, s)| Item {
             id: s.id.clone(),
-            group: match group_by {
-                GroupBy::Patient => s.group.clone(),
-                GroupBy::Case => s.id.clone(),
+            group: match (group_by, &similar) {
+                (GroupBy::Similar, Some(g)) => g[i].clone(),
+                (GroupBy::Case, _) => s.id.clone(),
+                _ => s.group.clone(),
             },
             class: match &s.target {
                 Target::Class(c) => Some(*c),
                 _ => None,
             },
         })
-        .collect()
+        .collect())
 }
 
 /// What a split made.
@@ -53,7 +61,7 @@ pub fn split(
         return Err(WorkflowError::invalid(format!("{} already exists (vismae never overwrites)", out.display())));
     }
     let set = vismae_data::labelled::open(data)?;
-    let items = items(&set, group_by);
+    let items = items(&set, group_by)?;
     let result = grouped_kfold(&items, folds, seed, fractions)?;
     let text = serde_json::to_string_pretty(&result).map_err(|e| WorkflowError::invalid(e.to_string()))?;
     vismae_run::run_dir::write_atomic(out, text.as_bytes())?;

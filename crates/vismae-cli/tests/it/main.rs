@@ -7,6 +7,7 @@ mod finetune;
 mod ingest;
 mod pretrain;
 mod settings;
+mod study;
 mod weights;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@
 
 mod layouts;
 mod pairs;
+mod similar;
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 pub use layouts::reference_label;
 pub use pairs::{CasePair, SegPair, read_pairs, seg_pairs};
+pub use similar::{SimilarGroups, dhash, similar_groups};
 
 use crate::error::{DataError, Reason};
 

@@ -21,7 +21,7 @@ use vismae_model::{SwinClassifier, VariantExt};
 use vismae_run::schema::finite;
 use vismae_run::{ClsSettings, ClsSummary, FinetuneConfig, ModelKind, Preprocess, RunDir};
 
-use super::{FinetuneTask, LoopSettings, Validation, apply_init, check_sizes, train};
+use super::{FinetuneTask, LoopSettings, LrGroups, Validation, apply_init, check_sizes, train};
 use crate::augment;
 use crate::error::{Result, TrainError};
 use crate::infer::{cls_logits, cls_probabilities};
@@ -175,6 +175,7 @@ pub fn run<B: AutodiffBackend>(
     init: Option<&StateDict>,
     run: &RunDir,
     resume: bool,
+    quiet: bool,
     device: &B::Device,
 ) -> Result<ClsOutcome> {
     let started = Instant::now();
@@ -190,10 +191,13 @@ pub fn run<B: AutodiffBackend>(
         .iter()
         .map(|&n| if s.balanced && n > 0.0 { (train_ex.len() as f64 / (classes as f64 * n)) as f32 } else { 1.0 })
         .collect();
-    B::seed(device, s.seed);
     let mut net = s.variant.classifier(spec.in_chans, classes);
     net.swin.layer_norm_eps = cfg.layer_norm_eps;
-    let mut model: SwinClassifier<B> = net.init(device);
+    let mut model: SwinClassifier<B> = {
+        let _lock = crate::seeds::init_lock();
+        B::seed(device, s.seed);
+        net.init(device)
+    };
     let mut transferred = 0;
     if let Some(sd) = init {
         let file_classes = sd.tensors.get("head.weight").map(|t| t.shape[0]);
@@ -218,6 +222,13 @@ pub fn run<B: AutodiffBackend>(
         seed: s.seed,
         checkpoint_every: s.checkpoint_every,
         keep_checkpoints: s.keep_checkpoints,
+        keep: s.keep,
+        groups: LrGroups {
+            encoder_lr_scale: s.encoder_lr_scale,
+            layer_decay: s.layer_decay,
+            freeze_encoder: s.freeze_encoder,
+        },
+        quiet,
     };
     let done = train::<B, _>(&task, model, &ls, run, resume, &card, device)?;
     let best_auc = done.best.2.get("val_auc_macro").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);

@@ -8,9 +8,11 @@
 //! the step, so a resumed run logs exactly what the uninterrupted run logs.
 
 pub mod cls;
+pub mod groups;
 mod resolve;
 pub mod seg;
 
+pub use groups::LrGroups;
 pub use resolve::{FinetuneRequest, Resolved, SettingsFrom, describe, read_init, resolve};
 
 use std::path::Path;
@@ -57,6 +59,12 @@ pub struct LoopSettings {
     pub checkpoint_every: usize,
     /// Checkpoints kept.
     pub keep_checkpoints: usize,
+    /// Which epoch's weights are kept as `best.safetensors`.
+    pub keep: vismae_run::Keep,
+    /// Learning rates of the encoder's parts.
+    pub groups: LrGroups,
+    /// No progress bar.
+    pub quiet: bool,
 }
 
 /// One validation: the number that selects the best epoch (greater is better) and the fields
@@ -178,8 +186,19 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
     } else if resume {
         checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", 0)?;
     }
+    let depths = if ls.groups.is_uniform() {
+        Vec::new()
+    } else {
+        let (m, d) = groups::depths::<B, _>(model);
+        model = m;
+        d
+    };
     let sched = WarmupCosine { lr: ls.lr.0, min_lr: ls.lr.1, warmup: ls.warmup_epochs, total: ls.epochs as f64 };
-    let pb = RunDir::bar(ls.epochs, state.epoch, "finetune", "epochs");
+    let pb = if ls.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        RunDir::bar(ls.epochs, state.epoch, "finetune", "epochs")
+    };
     for epoch in state.epoch..ls.epochs {
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(mix(ls.seed, epoch as u64, 0x6570_6f63));
@@ -207,7 +226,15 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
             losses.push(value);
             let lr = sched.at(epoch as f64 + it as f64 / per_epoch as f64);
             let grads = GradientsParams::from_grads::<B, _>(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
+            if ls.groups.is_uniform() {
+                model = optim.step(lr, model, grads);
+            } else {
+                let (m, sets) = groups::split::<B, _>(model, grads, &depths, &ls.groups);
+                model = m;
+                for (scale, g) in sets {
+                    model = optim.step(lr * scale, model, g);
+                }
+            }
         }
         let secs = t0.elapsed().as_secs_f64();
         let v = task.validate(&model.valid(), device);
@@ -220,7 +247,7 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         line.insert("images_per_s".into(), json!(n as f64 / secs));
         line.extend(v.fields.clone());
         run.append_json("metrics.jsonl", &Value::Object(line))?;
-        if v.score > state.best_score || state.best_epoch == 0 {
+        if v.score > state.best_score || state.best_epoch == 0 || ls.keep == vismae_run::Keep::Last {
             state.best_score = v.score;
             state.best_epoch = epoch + 1;
             state.best_fields = v.fields;
@@ -274,19 +301,30 @@ fn run_task<B: AutodiffBackend>(
     init: Option<&StateDict>,
     run: &RunDir,
     resume: bool,
+    quiet: bool,
     device: &B::Device,
 ) -> Result<Outcome> {
     Ok(match cfg.task {
-        Task::Segmentation => Outcome::Seg(seg::run::<B>(cfg, set, init, run, resume, device)?),
-        Task::Classification => Outcome::Cls(cls::run::<B>(cfg, set, init, run, resume, device)?),
+        Task::Segmentation => Outcome::Seg(seg::run::<B>(cfg, set, init, run, resume, quiet, device)?),
+        Task::Classification => Outcome::Cls(cls::run::<B>(cfg, set, init, run, resume, quiet, device)?),
     })
 }
 
 /// Creates the run folder `out` (new or empty), writes `config.json` and runs the resolved request.
 pub fn start<B: AutodiffBackend>(resolved: &Resolved, out: &Path, device: &B::Device) -> Result<(RunDir, Outcome)> {
+    start_quiet::<B>(resolved, out, false, device)
+}
+
+/// [`start`], without the progress bar when `quiet`.
+pub fn start_quiet<B: AutodiffBackend>(
+    resolved: &Resolved,
+    out: &Path,
+    quiet: bool,
+    device: &B::Device,
+) -> Result<(RunDir, Outcome)> {
     let run = RunDir::create(out)?;
     resolved.config.write(&run)?;
-    let outcome = run_task::<B>(&resolved.config, &resolved.set, resolved.init.as_ref(), &run, false, device)?;
+    let outcome = run_task::<B>(&resolved.config, &resolved.set, resolved.init.as_ref(), &run, false, quiet, device)?;
     Ok((run, outcome))
 }
 
@@ -296,10 +334,20 @@ pub fn resume<B: AutodiffBackend>(
     task: Option<Task>,
     device: &B::Device,
 ) -> Result<(FinetuneConfig, RunDir, Outcome)> {
+    resume_quiet::<B>(dir, task, false, device)
+}
+
+/// [`resume`], without the progress bar when `quiet`.
+pub fn resume_quiet<B: AutodiffBackend>(
+    dir: &Path,
+    task: Option<Task>,
+    quiet: bool,
+    device: &B::Device,
+) -> Result<(FinetuneConfig, RunDir, Outcome)> {
     let run = RunDir::open_existing(dir)?;
     let cfg = FinetuneConfig::read(dir, task)?;
     let set = vismae_data::labelled::open(&cfg.data)?;
     let init = read_init(&cfg.init)?;
-    let outcome = run_task::<B>(&cfg, &set, init.as_ref(), &run, true, device)?;
+    let outcome = run_task::<B>(&cfg, &set, init.as_ref(), &run, true, quiet, device)?;
     Ok((cfg, run, outcome))
 }

@@ -106,7 +106,7 @@ fn fold_cases(
     fraction: f64,
     seed: u64,
     held_out: &[String],
-) -> Result<(Vec<String>, Vec<String>)> {
+) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
     let all: Vec<Fold> = match splits {
         Some(p) => read_splits(p)?,
         None => {
@@ -139,12 +139,13 @@ fn fold_cases(
             splits.map(|p| p.display().to_string()).unwrap_or_default()
         )));
     }
-    if let Some(leak) = train.iter().chain(&f.val).find(|id| held_out.contains(id)) {
+    let test: Vec<String> = if held_out.is_empty() { f.test.clone() } else { held_out.to_vec() };
+    if let Some(leak) = train.iter().chain(&f.val).find(|id| test.contains(id)) {
         return Err(TrainError::invalid(format!(
             "case {leak:?} is held out for testing but the splits train or validate on it"
         )));
     }
-    Ok((train.to_vec(), f.val.clone()))
+    Ok((train.to_vec(), f.val.clone(), test))
 }
 
 /// What the network sees: the settings' choices, else the task's reference defaults (grey
@@ -216,6 +217,18 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
     if epochs == 0 {
         return Err(TrainError::invalid("epochs must be at least 1"));
     }
+    let (enc_scale, decay) = match &settings {
+        TaskSettings::Segmentation(s) => (s.encoder_lr_scale, s.layer_decay),
+        TaskSettings::Classification(s) => (s.encoder_lr_scale, s.layer_decay),
+    };
+    if !(enc_scale.is_finite() && enc_scale > 0.0) {
+        return Err(TrainError::invalid(format!(
+            "encoder_lr_scale = {enc_scale}: it must be > 0 (freeze_encoder = true leaves the encoder as initialised)"
+        )));
+    }
+    if !(decay > 0.0 && decay <= 1.0) {
+        return Err(TrainError::invalid(format!("layer_decay = {decay}: it must be in (0, 1] (1: no decay)")));
+    }
     if !(req.fraction > 0.0 && req.fraction <= 1.0) {
         return Err(TrainError::invalid(format!("fraction {} must be in (0, 1]", req.fraction)));
     }
@@ -231,7 +244,7 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
             reference.0, reference.1
         ));
     }
-    let (train_cases, val_cases) =
+    let (train_cases, val_cases, test_cases) =
         fold_cases(&set, req.splits.as_deref(), req.folds, req.fold, req.fraction, seed, &req.test_cases)?;
     if train_cases.is_empty() || val_cases.is_empty() {
         return Err(TrainError::invalid(format!(
@@ -248,7 +261,12 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
     }
     let init = read_init(&req.init)?;
     let card = init.as_ref().and_then(StateDict::card);
-    let card_norm = card.as_ref().and_then(|c| c.finetune_norm.clone());
+    // the input the initial weights want: pre-trained encoders their pre-training input (the
+    // preprocessing travels with the weights), imported ones what their card asks
+    let pretrained = card.as_ref().filter(|c| matches!(c.origin, vismae_run::card::Origin::Pretrained { .. }));
+    let card_norm =
+        card.as_ref().and_then(|c| c.finetune_norm.clone()).or(pretrained.map(|c| c.preprocess.norm.clone()));
+    let card_intensity = pretrained.map(|c| c.preprocess.intensity.clone());
     let (given_norm, given_eps) = match &settings {
         TaskSettings::Segmentation(s) => (s.norm.clone(), s.layer_norm_eps),
         TaskSettings::Classification(s) => (s.norm.clone(), s.layer_norm_eps),
@@ -256,7 +274,8 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
     if given_norm.is_none()
         && let Some(n) = &card_norm
     {
-        warnings.push(format!("input: {} as the initial weights' card asks (set norm to choose)", n.describe()));
+        warnings
+            .push(format!("input: normalised as {}, as the initial weights want (set norm to choose)", n.describe()));
     }
     let layer_norm_eps = given_eps.or(card.as_ref().and_then(|c| c.layer_norm_eps)).unwrap_or(1e-6);
     if given_eps.is_none() && layer_norm_eps != 1e-6 {
@@ -264,10 +283,12 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
     }
     let spec = match &settings {
         TaskSettings::Segmentation(s) => {
-            preprocess(req.task, s.size, s.in_chans, s.channels, s.intensity.clone(), s.norm.clone(), card_norm, files)?
+            let intensity = s.intensity.clone().or(card_intensity.clone());
+            preprocess(req.task, s.size, s.in_chans, s.channels, intensity, s.norm.clone(), card_norm, files)?
         }
         TaskSettings::Classification(s) => {
-            preprocess(req.task, s.size, s.in_chans, s.channels, s.intensity.clone(), s.norm.clone(), card_norm, files)?
+            let intensity = s.intensity.clone().or(card_intensity.clone());
+            preprocess(req.task, s.size, s.in_chans, s.channels, intensity, s.norm.clone(), card_norm, files)?
         }
     };
     if let (Task::Segmentation, Some(kind)) = (req.task, init.as_ref().and_then(init_kind))
@@ -310,7 +331,7 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
         splits: req.splits.as_ref().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
         train_cases,
         val_cases,
-        test_cases: req.test_cases.clone(),
+        test_cases,
         classes: set.classes.clone(),
         multi_label: Some(req.task == Task::Classification && set.multi_label),
         settings,

@@ -20,7 +20,7 @@ use vismae_model::{SwinUnet, VariantExt};
 use vismae_run::schema::finite;
 use vismae_run::{FinetuneConfig, ModelCard, ModelKind, Origin, Preprocess, RunDir, SegSettings, SegSummary};
 
-use super::{FinetuneTask, LoopSettings, Validation, apply_init, check_sizes, train};
+use super::{FinetuneTask, LoopSettings, LrGroups, Validation, apply_init, check_sizes, train};
 use crate::augment;
 use crate::error::{Result, TrainError};
 use crate::infer::{argmax_labels, labels_to_size, seg_probabilities};
@@ -195,6 +195,7 @@ pub fn run<B: AutodiffBackend>(
     init: Option<&StateDict>,
     run: &RunDir,
     resume: bool,
+    quiet: bool,
     device: &B::Device,
 ) -> Result<SegOutcome> {
     let started = Instant::now();
@@ -210,11 +211,14 @@ pub fn run<B: AutodiffBackend>(
     let train_ex = to_examples(train_cases, spec.size);
     let val_images = val.iter().map(Vec::len).sum();
     check_sizes(train_ex.len(), val_images)?;
-    B::seed(device, s.seed);
     let variant = s.variant;
     let mut net = variant.unet(spec.in_chans, classes);
     net.swin.layer_norm_eps = cfg.layer_norm_eps;
-    let mut model: SwinUnet<B> = net.init(device);
+    let mut model: SwinUnet<B> = {
+        let _lock = crate::seeds::init_lock();
+        B::seed(device, s.seed);
+        net.init(device)
+    };
     let mut transferred = 0;
     if let Some(sd) = init {
         let sd = mirror_encoder_into_decoder(sd, variant.seg_depths().len(), s.decoder_init);
@@ -240,6 +244,13 @@ pub fn run<B: AutodiffBackend>(
         seed: s.seed,
         checkpoint_every: s.checkpoint_every,
         keep_checkpoints: s.keep_checkpoints,
+        keep: s.keep,
+        groups: LrGroups {
+            encoder_lr_scale: s.encoder_lr_scale,
+            layer_decay: s.layer_decay,
+            freeze_encoder: s.freeze_encoder,
+        },
+        quiet,
     };
     let done = train::<B, _>(&task, model, &ls, run, resume, &card, device)?;
     let out = SegOutcome {

@@ -159,8 +159,11 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
     let device = devices.first().ok_or_else(|| TrainError::invalid("no device to train on"))?;
     let started = Instant::now();
     let s = &cfg.settings;
-    B::seed(device, s.seed);
-    let mut model: M::Model = method.init(device);
+    let mut model: M::Model = {
+        let _lock = crate::seeds::init_lock();
+        B::seed(device, s.seed);
+        method.init(device)
+    };
     let mut optim = AdamWConfig::new()
         .with_beta_1(s.betas.0 as f32)
         .with_beta_2(s.betas.1 as f32)

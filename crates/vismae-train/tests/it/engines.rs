@@ -1,5 +1,5 @@
-//! The engines as a library: pre-training from a resolved config to weights with a model card,
-//! and fine-tuning interrupted (its last checkpoint and outputs removed) and resumed to the same
+//! The engines as a library: pre-training from a resolved config to weights with a model card
+//! (whose input fine-tuning from them follows), and fine-tuning interrupted (its last checkpoint and outputs removed) and resumed to the same
 //! bytes; every file read back as the typed run-folder schema.
 
 use vismae_data::dataset::ingest::{IngestOptions, ingest};
@@ -35,6 +35,29 @@ fn pretraining_writes_a_config_it_reads_back_and_weights_with_a_card() {
     let sd = vismae_model::weights::read_state_dict(&out.weights).unwrap_or_else(|e| panic!("{e}"));
     let card = sd.card().unwrap_or_else(|| panic!("no model card"));
     assert_eq!((card.name.as_str(), card.preprocess.size), ("VIS-MAE-Generic", 32));
+    // fine-tuning from these weights feeds them their pre-training input unless told otherwise
+    let req = FinetuneRequest {
+        task: Task::Segmentation,
+        data: dir.join("set.csv"),
+        init: vismae_run::Init::Weights(out.weights.clone()),
+        init_name: None,
+        splits: None,
+        folds: 3,
+        fold: 0,
+        fraction: 1.0,
+        test_cases: Vec::new(),
+        settings: SettingsFrom::Given(TaskSettings::Segmentation(SegSettings {
+            variant: Variant::Tiny,
+            size: 32,
+            ..SegSettings::default()
+        })),
+    };
+    let r = finetune::resolve(&req).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (&r.config.preprocess.intensity, &r.config.preprocess.norm),
+        (&card.preprocess.intensity, &card.preprocess.norm)
+    );
+    assert!(matches!(card.preprocess.norm, vismae_run::InputNorm::MeanStd { .. }), "{:?}", card.preprocess.norm);
     // a second run into the same folder is refused
     let again = pretrain::start::<Train>(&cfg, &dir.join("run"), &[Default::default()], true);
     assert!(again.err().is_some_and(|e| e.to_string().contains("not empty")));

@@ -1,9 +1,10 @@
 //! The one integration-test binary of vismae-train: resolution of requests into run configs,
 //! with every setting that cannot work refused before any folder exists (`resolve`), and the
 //! engines called as a library: pre-training and fine-tuning started, interrupted and resumed,
-//! their run folders read back as the typed schema (`engines`).
+//! their run folders read back as the typed schema (`engines`); learning-rate groups (`groups`).
 
 mod engines;
+mod groups;
 mod resolve;
 mod simclr;
 

@@ -149,7 +149,8 @@ fn imported_swin_weights_bring_their_eps_and_input_and_lose_a_foreign_head() {
     assert_eq!((r.config.layer_norm_eps, r.config.init_name.as_str()), (1e-5, "ImageNet"));
     assert_eq!(r.config.preprocess.norm, InputNorm::imagenet());
     assert!(
-        r.warnings.iter().any(|w| w.contains("eps")) && r.warnings.iter().any(|w| w.contains("card asks")),
+        r.warnings.iter().any(|w| w.contains("eps"))
+            && r.warnings.iter().any(|w| w.contains("as the initial weights want")),
         "{:?}",
         r.warnings
     );

@@ -146,7 +146,7 @@ fn classification_validation_equals_predict_then_evaluate() {
 }
 
 /// Tiny 3-channel MAE weights (freshly initialised, as a stand-in for pre-trained ones).
-fn mae_weights(path: &Path) -> PathBuf {
+pub fn mae_weights(path: &Path) -> PathBuf {
     let device = Default::default();
     let model = Variant::Tiny.mae(3).init::<Infer>(&device);
     let (_, sd) = export_state_dict::<Infer, _>(model);

@@ -1,8 +1,9 @@
 //! The one integration-test binary of vismae-workflow: a fine-tuning run's logged best validation
 //! score against `predict --data SET --cases val` + `evaluate` of its weights (`agreement`), on
-//! 2-D sets and on 2-channel nnU-Net volumes.
+//! 2-D sets and on 2-channel nnU-Net volumes; a small `study` end to end.
 
 mod agreement;
+mod study;
 
 use std::path::{Path, PathBuf};
 
