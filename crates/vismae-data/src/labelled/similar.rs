@@ -121,7 +121,8 @@ mod tests {
         let small = img(90, 80, &blob);
         let a = dhash(&small);
         // the same picture at twice the size (each pixel 2 x 2), brighter and with more contrast
-        let big: Vec<f32> = (0..160 * 180).map(|i| 2.0 * small.data[(i / 180 / 2) * 90 + (i % 180) / 2] + 10.0).collect();
+        let big: Vec<f32> =
+            (0..160 * 180).map(|i| 2.0 * small.data[(i / 180 / 2) * 90 + (i % 180) / 2] + 10.0).collect();
         assert_eq!(a, dhash(&Raster::new(180, 160, 1, big)), "brighter, larger: same hash");
         assert_ne!(a, dhash(&img(90, 80, &|x, y| blob(1.0 - x, y))), "mirrored: another image");
     }
