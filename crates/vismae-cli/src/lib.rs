@@ -71,6 +71,21 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build the demo's sets from the sample data without training: the pre-training set (as `vismae pretrain --data` takes it), the segmentation set and the classification set.
+    SampleSets {
+        /// Folder filled by scripts/fetch-sample-data.sh; without it, phantoms.
+        #[arg(long)]
+        sample_data: Option<PathBuf>,
+        /// Output folder (new or empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Image side of the pre-training set.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seed of the phantoms.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// The whole method end to end in a few CPU minutes: pre-train, fine-tune with few labels and with all, evaluate held-out cases, report (on the sample data, or generated phantoms).
     Demo(demo_cmd::DemoArgs),
     /// Write one image of a DICOM, NIfTI, MHA/NRRD or PNG/JPEG/TIFF file as an 8-bit grey PNG, windowed and normalised.
@@ -188,6 +203,15 @@ fn describe_norm(n: &Normalisation) -> String {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo_cmd::run(args),
+        Command::SampleSets { sample_data, out, size, seed } => {
+            let root = vismae_run::RunDir::create(&out)?;
+            let s = vismae_workflow::sample::build(sample_data.as_deref(), root.path(), size, seed)?;
+            println!("{}", s.origin);
+            println!("pre-training set:    {}", s.pretrain.display());
+            println!("segmentation set:    {}", s.labelled.display());
+            println!("classification set:  {} ({})", s.classification.display(), s.classification_name);
+            Ok(())
+        }
         Command::Convert { input, out, intensity, frame, plane, size } => {
             if out.exists() {
                 anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", out.display());

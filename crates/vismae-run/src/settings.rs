@@ -360,6 +360,9 @@ pub struct SegSettings {
     pub decoder_init: DecoderInit,
     /// Which epoch's weights the run keeps: the best by validation, or the last.
     pub keep: crate::vocab::Keep,
+    /// Validate every this many epochs (and after the last); with `keep = "last"` a larger
+    /// value saves the validation passes in between.
+    pub validate_every: usize,
     /// Training replicas (fine-tuning trains on one for now).
     pub devices: usize,
     /// Write a checkpoint every this many epochs.
@@ -395,6 +398,7 @@ impl Default for SegSettings {
             seed: 0,
             decoder_init: DecoderInit::Mae,
             keep: crate::vocab::Keep::Best,
+            validate_every: 1,
             devices: 1,
             checkpoint_every: 1,
             keep_checkpoints: 2,
@@ -459,6 +463,9 @@ pub struct ClsSettings {
     pub seed: u64,
     /// Which epoch's weights the run keeps: the best by validation, or the last.
     pub keep: crate::vocab::Keep,
+    /// Validate every this many epochs (and after the last); with `keep = "last"` a larger
+    /// value saves the validation passes in between.
+    pub validate_every: usize,
     /// Training replicas (fine-tuning trains on one for now).
     pub devices: usize,
     /// Write a checkpoint every this many epochs.
@@ -491,6 +498,7 @@ impl Default for ClsSettings {
             augment: Augment::Reference,
             seed: 0,
             keep: crate::vocab::Keep::Best,
+            validate_every: 1,
             devices: 1,
             checkpoint_every: 1,
             keep_checkpoints: 2,

@@ -15,6 +15,9 @@
 //! variant = "tiny"
 //! epochs = 10
 //!
+//! [by_fraction."1"]                # the cells at one fraction (over the dataset's settings)
+//! epochs = 4
+//!
 //! [[dataset]]
 //! name = "MNI tissue"
 //! data = "path/to/labelled/set"
@@ -148,6 +151,10 @@ pub struct StudyFile {
     /// task are ignored for a dataset of this task).
     #[serde(default)]
     pub finetune: toml::Table,
+    /// Settings of the cells at one label fraction (`[by_fraction."1"]`, keyed by the fraction as
+    /// written), over the dataset's: e.g. fewer epochs where there are many more labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_fraction: BTreeMap<String, toml::Table>,
     /// The labelled sets.
     #[serde(rename = "dataset", default)]
     pub datasets: Vec<StudyDataset>,
@@ -216,6 +223,13 @@ impl StudyFile {
         if !(self.inner_fraction > 0.0 && self.inner_fraction < 1.0) {
             return Err(format!("inner_fraction {} must be in (0, 1)", self.inner_fraction));
         }
+        if let Some(k) = self
+            .by_fraction
+            .keys()
+            .find(|k| !k.parse::<f64>().is_ok_and(|f| self.fractions.iter().any(|g| (g - f).abs() < 1e-9)))
+        {
+            return Err(format!("[by_fraction.{k:?}] is not one of the fractions {:?}", self.fractions));
+        }
         if self.resamples < 100 {
             return Err(format!("resamples = {}: at least 100 (10,000 recommended)", self.resamples));
         }
@@ -238,6 +252,16 @@ impl StudyFile {
         cmp("inner_fraction", self.inner_fraction.to_string(), old.inner_fraction.to_string());
         cmp("group_by", self.group_by.to_string(), old.group_by.to_string());
         cmp("[finetune]", table_text(&self.finetune), table_text(&old.finetune));
+        for (k, t) in &old.by_fraction {
+            let new = self.by_fraction.get(k).map(table_text).unwrap_or_default();
+            cmp(&format!("[by_fraction.{k:?}]"), new, table_text(t));
+        }
+        for k in self.by_fraction.keys().filter(|k| !old.by_fraction.contains_key(*k)) {
+            // settings for a fraction the old study ran change its cells; for a new one they do not
+            if old.fractions.iter().any(|f| k.parse::<f64>().is_ok_and(|g| (g - f).abs() < 1e-9)) {
+                d.push(format!("[by_fraction.{k:?}] was added"));
+            }
+        }
         for o in &old.datasets {
             match self.datasets.iter().find(|n| n.name == o.name) {
                 None => d.push(format!("dataset {:?} was removed", o.name)),

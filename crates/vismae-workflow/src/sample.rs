@@ -1,8 +1,9 @@
 //! The demo's data: from the public files `scripts/fetch-sample-data.sh` gathers (`DIR/raw`), an
 //! unlabelled multi-modal pre-training set (`vismae ingest` of everything except the atlas
-//! subject and label maps) and a labelled nnU-Net set from Colin27 + AAL (five structure groups,
-//! the volume cut into axial slabs that serve as cases); without them, the same two sets made of
-//! generated phantoms, so that the demo always runs.
+//! subject and label maps), a labelled nnU-Net set from Colin27 + AAL (five structure groups,
+//! the volume cut into axial slabs that serve as cases) and the Br35H brain-MR classification set
+//! (its class folders); without them, the same sets made of generated phantoms, so that the demo
+//! always runs.
 
 use std::path::{Path, PathBuf};
 
@@ -15,15 +16,46 @@ use vismae_train::phantom::phantom;
 
 use crate::error::{Result, WorkflowError};
 
-/// The two sets the demo trains on.
+/// The sets the demo trains on.
 #[derive(Clone, Debug)]
 pub struct SampleSets {
     /// The sharded pre-training dataset.
     pub pretrain: PathBuf,
-    /// The labelled nnU-Net folder.
+    /// The labelled nnU-Net folder (segmentation).
     pub labelled: PathBuf,
+    /// The class folders (classification).
+    pub classification: PathBuf,
+    /// Its name in tables (`Br35H`, `phantoms`).
+    pub classification_name: String,
     /// Where the images came from, in words.
     pub origin: String,
+}
+
+/// The Br35H class folders under `raw`, when the fetch script placed them.
+fn br35h(raw: &Path) -> Option<PathBuf> {
+    let d = raw.join("br35h");
+    (d.join("tumour").is_dir() && d.join("no_tumour").is_dir()).then_some(d)
+}
+
+/// `n` phantoms as class folders `clean/` and `lesion/` (half each): whether the phantom has a
+/// lesion.
+fn phantom_classes(out: &Path, n: usize, side: usize, seed: u64) -> Result<()> {
+    for c in ["clean", "lesion"] {
+        std::fs::create_dir_all(out.join(c)).map_err(io(out))?;
+    }
+    let (mut count, mut i) = ([0usize; 2], 0u64);
+    while count[0] + count[1] < n {
+        let p = phantom(seed ^ 0x636c_6173, i, side);
+        i += 1;
+        let class = usize::from(p.labels.contains(&2));
+        if count[class] >= n / 2 {
+            continue;
+        }
+        count[class] += 1;
+        let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
+        save_grey(&out.join(["clean", "lesion"][class]).join(format!("p{i:05}.png")), side, img)?;
+    }
+    Ok(())
 }
 
 /// AAL (standard 116-region numbering) grouped into the structures the labelled set keeps.
@@ -143,7 +175,7 @@ fn pretrain_sources(raw: &Path) -> Result<Vec<PathBuf>> {
             let file = p.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
             !skip.iter().any(|s| file.contains(s))
                 && !name.contains("/doc/")
-                && [".dcm", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".png", ""]
+                && [".dcm", ".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".png", ".jpg", ".jpeg", ""]
                     .iter()
                     .any(|e| if e.is_empty() { !file.contains('.') } else { file.ends_with(e) })
         })
@@ -199,7 +231,15 @@ pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> Resul
             by.join(", "),
             skipped.join(", ")
         );
-        return Ok(SampleSets { pretrain, labelled, origin });
+        let (classification, classification_name) = match br35h(raw) {
+            Some(d) => (d, "Br35H".to_string()),
+            None => {
+                let d = out.join("phantom-classes");
+                phantom_classes(&d, 240, size, seed)?;
+                (d, "phantoms".to_string())
+            }
+        };
+        return Ok(SampleSets { pretrain, labelled, classification, classification_name, origin });
     }
     let labelled = out.join("Dataset002_Phantoms");
     phantom_set(&labelled, 120, size, seed)?;
@@ -212,5 +252,13 @@ pub fn build(sample: Option<&Path>, out: &Path, size: usize, seed: u64) -> Resul
         save_grey(&path, size, img)?;
     }
     ingest(&[unlabelled], &pretrain, &opts(1), &quiet)?;
-    Ok(SampleSets { pretrain, labelled, origin: "generated phantoms (no sample data found)".into() })
+    let classification = out.join("phantom-classes");
+    phantom_classes(&classification, 240, size, seed)?;
+    Ok(SampleSets {
+        pretrain,
+        labelled,
+        classification,
+        classification_name: "phantoms".into(),
+        origin: "generated phantoms (no sample data found)".into(),
+    })
 }

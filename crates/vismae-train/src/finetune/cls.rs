@@ -229,6 +229,7 @@ pub fn run<B: AutodiffBackend>(
             freeze_encoder: s.freeze_encoder,
         },
         quiet,
+        validate_every: s.validate_every,
     };
     let done = train::<B, _>(&task, model, &ls, run, resume, &card, device)?;
     let best_auc = done.best.2.get("val_auc_macro").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);

@@ -65,6 +65,8 @@ pub struct LoopSettings {
     pub groups: LrGroups,
     /// No progress bar.
     pub quiet: bool,
+    /// Validate every this many epochs (and after the last).
+    pub validate_every: usize,
 }
 
 /// One validation: the number that selects the best epoch (greater is better) and the fields
@@ -237,7 +239,9 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
             }
         }
         let secs = t0.elapsed().as_secs_f64();
-        let v = task.validate(&model.valid(), device);
+        // validation every `validate_every` epochs and after the last
+        let v = ((epoch + 1).is_multiple_of(ls.validate_every.max(1)) || epoch + 1 == ls.epochs)
+            .then(|| task.validate(&model.valid(), device));
         let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
         let mut line = Map::new();
         line.insert("epoch".into(), json!(epoch + 1));
@@ -245,12 +249,19 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         line.insert("loss".into(), json!(train_loss));
         line.insert("lr".into(), json!(sched.at(epoch as f64 + 1.0)));
         line.insert("images_per_s".into(), json!(n as f64 / secs));
-        line.extend(v.fields.clone());
+        if let Some(v) = &v {
+            line.extend(v.fields.clone());
+        }
         run.append_json("metrics.jsonl", &Value::Object(line))?;
-        if v.score > state.best_score || state.best_epoch == 0 || ls.keep == vismae_run::Keep::Last {
+        let keep_now = match (ls.keep, &v) {
+            (vismae_run::Keep::Last, Some(_)) => epoch + 1 == ls.epochs,
+            (vismae_run::Keep::Best, Some(v)) => v.score > state.best_score || state.best_epoch == 0,
+            (_, None) => false,
+        };
+        if let (true, Some(v)) = (keep_now, &v) {
             state.best_score = v.score;
             state.best_epoch = epoch + 1;
-            state.best_fields = v.fields;
+            state.best_fields = v.fields.clone();
             let (m, sd) = export_state_dict::<B, _>(model);
             model = m;
             write_weights(sd, card, &run.join("best.safetensors"))?;
@@ -259,7 +270,8 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         if state.epoch.is_multiple_of(ls.checkpoint_every.max(1)) || state.epoch == ls.epochs {
             checkpoint::save(run, "epoch", state.epoch, &model, &optim, &state, ls.keep_checkpoints)?;
         }
-        pb.set_message(format!("loss {train_loss:.4}, {} (best @ {})", v.brief, state.best_epoch));
+        let brief = v.as_ref().map_or_else(|| "not validated".to_string(), |v| v.brief.clone());
+        pb.set_message(format!("loss {train_loss:.4}, {brief} (kept @ {})", state.best_epoch));
         pb.inc(1);
     }
     pb.finish_and_clear();

@@ -251,6 +251,7 @@ pub fn run<B: AutodiffBackend>(
             freeze_encoder: s.freeze_encoder,
         },
         quiet,
+        validate_every: s.validate_every,
     };
     let done = train::<B, _>(&task, model, &ls, run, resume, &card, device)?;
     let out = SegOutcome {

@@ -114,13 +114,19 @@ fn keys_of(v: &impl serde::Serialize) -> Vec<String> {
     serde_json::to_value(v).ok().and_then(|v| v.as_object().map(|o| o.keys().cloned().collect())).unwrap_or_default()
 }
 
-/// The fine-tuning settings of a dataset's cells under an initialisation: the study's
-/// `[finetune]`, the dataset's own over them, the initialisation's over those (keys only the
+/// The fine-tuning settings of a dataset's cells under an initialisation at a fraction: the
+/// study's `[finetune]`, the dataset's own over them, the fraction's (`[by_fraction]`) over those,
+/// the initialisation's over all (keys only the
 /// other task has are left out), the study's seed unless given, and the last epoch's weights kept
 /// when the study selects so.
-pub fn cell_settings(study: &StudyFile, d: &StudyDataset, init: &StudyInit) -> Result<TaskSettings> {
+pub fn cell_settings(study: &StudyFile, d: &StudyDataset, init: &StudyInit, fraction: f64) -> Result<TaskSettings> {
     let mut table = study.finetune.clone();
     table.extend(d.finetune.clone());
+    for (k, t) in &study.by_fraction {
+        if k.parse::<f64>().is_ok_and(|f| (f - fraction).abs() < 1e-9) {
+            table.extend(t.clone());
+        }
+    }
     table.extend(init.finetune.clone());
     let (seg, cls) = (keys_of(&SegSettings::default()), keys_of(&ClsSettings::default()));
     let (mine, other) = match d.task {
@@ -182,7 +188,7 @@ pub fn complete<B: AutodiffBackend>(cell: &Cell, study: &StudyFile, dir: &Path, 
                 fold: cell.fold,
                 fraction: cell.fraction,
                 test_cases: Vec::new(),
-                settings: SettingsFrom::Given(cell_settings(study, d, init)?),
+                settings: SettingsFrom::Given(cell_settings(study, d, init, cell.fraction)?),
             };
             let resolved = finetune::resolve(&req)?;
             finetune::start_quiet::<B>(&resolved, &cell.dir, true, device)?;

@@ -37,6 +37,8 @@ pub struct StudySummary {
     pub failed: Vec<(String, String)>,
     /// The report folder.
     pub report: PathBuf,
+    /// The paired comparisons with the reference (as in `stats.csv`).
+    pub stats: Vec<results::StatRow>,
     /// Seconds spent.
     pub seconds: f64,
 }
@@ -191,7 +193,7 @@ pub fn run<B: AutodiffBackend>(
     summary.failed = failed.into_inner().unwrap_or_default();
     summary.ran = todo.len() - summary.failed.len();
     say(format!("{} cells ran, {} failed; writing the report", summary.ran, summary.failed.len()));
-    summary.report = results::write(&study, dir, &cells, &dir.join("report"))?;
+    (summary.report, summary.stats) = results::write(&study, dir, &cells, &dir.join("report"))?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -206,5 +208,5 @@ pub fn is_study(dir: &Path) -> bool {
 pub fn report(dir: &Path, out: &Path) -> Result<PathBuf> {
     let study: StudyFile = vismae_run::run_dir::read_json(&dir.join("study.json"))?;
     let cells = cells::plan(&study, dir)?;
-    results::write(&study, dir, &cells, out)
+    Ok(results::write(&study, dir, &cells, out)?.0)
 }

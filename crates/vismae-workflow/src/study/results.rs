@@ -260,7 +260,7 @@ pub fn in_words(stats: &[StatRow]) -> Vec<String> {
                 s.mean_diff,
                 s.ci.0,
                 s.ci.1,
-                p_text(s.p),
+                if s.p < 0.001 { format!("{:.1e}", s.p) } else { format!("{:.3}", s.p) },
                 s.n
             )
         })
@@ -285,7 +285,7 @@ fn fmt(v: f64) -> String {
 /// Writes `out` (the study's own `DIR/report/`, replaced, or a new or empty folder):
 /// `per_case.csv`, `stats.csv`, `table.csv`, figures, `report.md` and `report.html`, from the
 /// scored cells.
-pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Result<PathBuf> {
+pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Result<(PathBuf, Vec<StatRow>)> {
     let out = out.to_path_buf();
     if out == dir.join("report") && out.exists() {
         // the study's own report of an earlier run: it is rewritten from the cells
@@ -397,7 +397,11 @@ pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Resul
             Selection::Last => "last epoch (the inner split only logs validation scores)",
         },
         study.inner_fraction * 100.0,
-        study.group_by,
+        match study.group_by {
+            vismae_run::GroupBy::Patient => "patient",
+            vismae_run::GroupBy::Case => "case",
+            vismae_run::GroupBy::Similar => "patient and near-duplicate image",
+        },
         study.reference,
         study.resamples
     );
@@ -566,5 +570,5 @@ pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Resul
     );
     std::fs::write(out.join("report.html"), vismae_report::html::page("vismae study", &body))
         .map_err(WorkflowError::io(out.join("report.html")))?;
-    Ok(out)
+    Ok((out, stats))
 }
