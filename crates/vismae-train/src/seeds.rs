@@ -2,10 +2,12 @@
 //! depth) is a function of the run's seed and its position, so a resumed run draws what the
 //! uninterrupted one drew.
 
-/// Held while a run seeds the backend and initialises its network. burn keeps one random
+/// Held while a run seeds the backend and initialises its network, and while any network is built
+/// to load weights into (its fresh values are drawn too, then replaced). burn keeps one random
 /// generator per backend for the whole process; runs in several threads (a study's concurrent
-/// cells) would otherwise draw each other's numbers. After initialisation no run draws from it
-/// (masks, views, augmentation and stochastic depth have their own seeded generators).
+/// cells: one initialising while another loads its best weights to predict) would otherwise draw
+/// each other's numbers. Nothing else draws from it (masks, views, augmentation and stochastic
+/// depth have their own seeded generators).
 pub fn init_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())

@@ -209,7 +209,11 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
                 .as_mut()
                 .and_then(|b| b.next())
                 .ok_or_else(|| TrainError::invalid(format!("the data loader ended early at step {step}")))?;
-            B::seed(device, mix(s.seed, step as u64, micro as u64));
+            // under the lock: a reseed must not land inside another thread's initialisation
+            {
+                let _lock = crate::seeds::init_lock();
+                B::seed(device, mix(s.seed, step as u64, micro as u64));
+            }
             let n = batch.indices.len();
             let m = Micro { step, micro, images: n, scale: 1.0 / (n * s.accum_steps) as f64 };
             let results = method.micro(&model, devices, &batch.data, m);
