@@ -114,10 +114,8 @@ impl<B: Backend> SegNet<B> {
         let (model, classes) = load_best(run, |k| {
             let mut net = v.unet(c, k);
             net.swin.layer_norm_eps = eps;
-            // the weights replace every value, but the random draws of a fresh network must not
-            // interleave with another thread's seeded initialisation (cells of a study at once)
-            let _lock = crate::seeds::init_lock();
-            net.init::<B>(device)
+            // the weights replace every value, but its fresh random values are drawn too
+            crate::seeds::locked(|| net.init::<B>(device))
         })?;
         Ok(Self { model, config, classes })
     }
@@ -150,10 +148,8 @@ impl<B: Backend> ClsNet<B> {
         let (model, n) = load_best(run, |k| {
             let mut net = v.classifier(c, k);
             net.swin.layer_norm_eps = eps;
-            // the weights replace every value, but the random draws of a fresh network must not
-            // interleave with another thread's seeded initialisation (cells of a study at once)
-            let _lock = crate::seeds::init_lock();
-            net.init::<B>(device)
+            // the weights replace every value, but its fresh random values are drawn too
+            crate::seeds::locked(|| net.init::<B>(device))
         })?;
         let classes =
             if config.classes.len() == n { config.classes.clone() } else { (0..n).map(|k| k.to_string()).collect() };

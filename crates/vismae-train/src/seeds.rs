@@ -13,6 +13,13 @@ pub fn init_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Builds a network (or anything else that draws from the backend's generator) under
+/// [`init_lock`].
+pub fn locked<T>(f: impl FnOnce() -> T) -> T {
+    let _lock = init_lock();
+    f()
+}
+
 /// A 64-bit mix of the seed and positions (SplitMix64).
 pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
     let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);

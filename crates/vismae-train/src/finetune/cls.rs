@@ -193,11 +193,10 @@ pub fn run<B: AutodiffBackend>(
         .collect();
     let mut net = s.variant.classifier(spec.in_chans, classes);
     net.swin.layer_norm_eps = cfg.layer_norm_eps;
-    let mut model: SwinClassifier<B> = {
-        let _lock = crate::seeds::init_lock();
+    let mut model: SwinClassifier<B> = crate::seeds::locked(|| {
         B::seed(device, s.seed);
         net.init(device)
-    };
+    });
     let mut transferred = 0;
     if let Some(sd) = init {
         let file_classes = sd.tensors.get("head.weight").map(|t| t.shape[0]);

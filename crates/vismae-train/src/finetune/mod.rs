@@ -210,10 +210,7 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         for (it, chunk) in order.chunks(bs).enumerate() {
             let step = (epoch * per_epoch + it) as u64;
             // under the lock: a reseed must not land inside another thread's initialisation
-            {
-                let _lock = crate::seeds::init_lock();
-                B::seed(device, mix(ls.seed, step, 1));
-            }
+            crate::seeds::locked(|| B::seed(device, mix(ls.seed, step, 1)));
             let loss = with_stochastic_seed(mix(ls.seed ^ 0x64726f70, step, 0), 0, || {
                 task.loss(&model, chunk, &mut rng, device)
             });

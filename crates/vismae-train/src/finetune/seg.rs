@@ -214,11 +214,10 @@ pub fn run<B: AutodiffBackend>(
     let variant = s.variant;
     let mut net = variant.unet(spec.in_chans, classes);
     net.swin.layer_norm_eps = cfg.layer_norm_eps;
-    let mut model: SwinUnet<B> = {
-        let _lock = crate::seeds::init_lock();
+    let mut model: SwinUnet<B> = crate::seeds::locked(|| {
         B::seed(device, s.seed);
         net.init(device)
-    };
+    });
     let mut transferred = 0;
     if let Some(sd) = init {
         let sd = mirror_encoder_into_decoder(sd, variant.seg_depths().len(), s.decoder_init);

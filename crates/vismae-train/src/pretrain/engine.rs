@@ -159,11 +159,10 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
     let device = devices.first().ok_or_else(|| TrainError::invalid("no device to train on"))?;
     let started = Instant::now();
     let s = &cfg.settings;
-    let mut model: M::Model = {
-        let _lock = crate::seeds::init_lock();
+    let mut model: M::Model = crate::seeds::locked(|| {
         B::seed(device, s.seed);
         method.init(device)
-    };
+    });
     let mut optim = AdamWConfig::new()
         .with_beta_1(s.betas.0 as f32)
         .with_beta_2(s.betas.1 as f32)
@@ -210,10 +209,7 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
                 .and_then(|b| b.next())
                 .ok_or_else(|| TrainError::invalid(format!("the data loader ended early at step {step}")))?;
             // under the lock: a reseed must not land inside another thread's initialisation
-            {
-                let _lock = crate::seeds::init_lock();
-                B::seed(device, mix(s.seed, step as u64, micro as u64));
-            }
+            crate::seeds::locked(|| B::seed(device, mix(s.seed, step as u64, micro as u64)));
             let n = batch.indices.len();
             let m = Micro { step, micro, images: n, scale: 1.0 / (n * s.accum_steps) as f64 };
             let results = method.micro(&model, devices, &batch.data, m);
