@@ -1,6 +1,6 @@
 //! Argument groups several commands share: the run flags every training command takes
 //! (`--config`, `--set`, `--epochs`, `--batch-size`, `--variant`, `--seed`, `--devices`) and the
-//! intensity options of `convert` and `ingest`.
+//! intensity options and size limits of `convert` and `ingest`.
 
 use std::path::PathBuf;
 
@@ -85,6 +85,29 @@ impl IntensityArgs {
             window_index: self.window_index,
             fallback: self.fallback,
             keep_rgb: false,
+        }
+    }
+}
+
+/// The size limits of `convert` and `ingest` on untrusted files (`vismae_data::Limits`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Largest image held decoded, in MiB: a volume's voxels or a raster's samples as 32-bit
+    /// floats, a DICOM file's uncompressed pixel data. A file declaring more is refused unread.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    pub max_image_mib: u64,
+    /// Largest file read whole, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    pub max_file_mib: u64,
+}
+
+impl LimitArgs {
+    /// The limits, the rest at their defaults.
+    pub fn limits(&self) -> vismae_data::Limits {
+        vismae_data::Limits {
+            max_image_bytes: self.max_image_mib << 20,
+            max_file_bytes: self.max_file_mib << 20,
+            ..vismae_data::Limits::default()
         }
     }
 }

@@ -50,6 +50,8 @@ pub struct IngestArgs {
     /// Keep colour (e.g. ultrasound) as 3 channels; grey images are replicated. Default: all grey.
     #[arg(long)]
     keep_rgb: bool,
+    #[command(flatten)]
+    limits: crate::args::LimitArgs,
 }
 
 pub fn run(a: IngestArgs) -> anyhow::Result<()> {
@@ -66,6 +68,7 @@ pub fn run(a: IngestArgs) -> anyhow::Result<()> {
         jobs: a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         shard_capacity: a.shard_size,
         keep_rgb: a.keep_rgb,
+        limits: a.limits.limits(),
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

@@ -106,6 +106,8 @@ enum Command {
         /// Resize to SIZE x SIZE (antialiased bilinear) instead of keeping the native size.
         #[arg(long)]
         size: Option<usize>,
+        #[command(flatten)]
+        limits: args::LimitArgs,
     },
     /// Read DICOM/NIfTI/MHA/NRRD/PNG/JPEG/TIFF files and folders into a sharded pre-training set (appends; resumes after a kill).
     Ingest(ingest_cmd::IngestArgs),
@@ -212,11 +214,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("classification set:  {} ({})", s.classification.display(), s.classification_name);
             Ok(())
         }
-        Command::Convert { input, out, intensity, frame, plane, size } => {
+        Command::Convert { input, out, intensity, frame, plane, size, limits } => {
             if out.exists() {
                 anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", out.display());
             }
-            let opts = ConvertOptions { normalise: intensity.options(), frame, size, plane };
+            let opts = ConvertOptions { normalise: intensity.options(), frame, size, plane, limits: limits.limits() };
             let s = convert::convert(&input, &out, &opts)?;
             println!(
                 "{} image {} ({}x{}) -> {} ({}x{}), {}",

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::error::{DataError, Reason};
 use crate::intensity::{Normalisation, to_u8};
+use crate::limits::Limits;
 use crate::source::{NormaliseOptions, SliceOptions, Source};
 use crate::volume::Plane;
 
@@ -20,6 +21,8 @@ pub struct ConvertOptions {
     pub size: Option<usize>,
     /// Plane for volumes.
     pub plane: Option<Plane>,
+    /// What the input may make the reader allocate.
+    pub limits: Limits,
 }
 
 /// What a conversion did.
@@ -38,7 +41,7 @@ pub struct ConvertSummary {
 /// Converts one image of `input` to an 8-bit grey PNG at `output`.
 pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<ConvertSummary, DataError> {
     let slices = SliceOptions { planes: vec![opts.plane.unwrap_or(Plane::Axial)], stride: 1, skip_empty: false };
-    let source = Source::open(input, &slices)?;
+    let source = Source::open_with(input, &slices, &opts.limits)?;
     let index = match (&source, opts.frame) {
         (_, Some(f)) => f,
         // the middle slice of the first time point
@@ -62,9 +65,10 @@ pub fn convert(input: &Path, output: &Path, opts: &ConvertOptions) -> Result<Con
     let bytes: Vec<u8> = r.data.iter().map(|&v| to_u8(v)).collect();
     let img = image::GrayImage::from_raw(r.width as u32, r.height as u32, bytes)
         .ok_or_else(|| DataError::new(output, Reason::BadArgument, "image buffer size mismatch"))?;
-    let tmp = output.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png)
-        .and_then(|_| std::fs::rename(&tmp, output).map_err(image::ImageError::IoError))
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| DataError::new(output, Reason::Io, format!("cannot encode PNG: {e}")))?;
+    vismae_run::run_dir::write_atomic(output, png.get_ref())
         .map_err(|e| DataError::new(output, Reason::Io, format!("cannot write PNG: {e}")))?;
     Ok(ConvertSummary { native, written: (r.width, r.height), index, normalisation })
 }

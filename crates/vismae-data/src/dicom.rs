@@ -1,7 +1,10 @@
 //! DICOM reading with dicom-rs: single and multi-frame files, the modality rescale (to HU for CT),
 //! the header's VOI window (first of multi-valued, or a chosen one), MONOCHROME1, YBR and RGB
 //! colour, and the transfer syntaxes dicom-rs decodes in pure Rust. Decoding is per frame, so a
-//! large multi-frame file is never held decoded whole.
+//! large multi-frame file is never held decoded whole. Bytes are checked by [`prescan`] against
+//! the [`Limits`] before dicom-rs sees them.
+
+mod prescan;
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,7 @@ use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 
 use crate::error::{DataError, Reason};
 use crate::intensity::{VoiFunction, Window};
+use crate::limits::{Limits, fmt_bytes as show_bytes};
 use crate::raster::Raster;
 
 /// Header facts vismae records for an image.
@@ -120,34 +124,52 @@ pub fn sniff(bytes: &[u8]) -> bool {
 }
 
 impl DicomFile {
-    /// Opens and parses a DICOM file (pixel data is decoded later, per frame).
+    /// Opens and parses a DICOM file (pixel data is decoded later, per frame), with the default
+    /// [`Limits`].
     pub fn open(path: &Path) -> Result<Self, DataError> {
-        let bytes = std::fs::read(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
-        Self::from_bytes(path, &bytes)
+        Self::open_with(path, &Limits::default())
+    }
+
+    /// Opens and parses a DICOM file within `limits` (its size is checked before it is read).
+    pub fn open_with(path: &Path, limits: &Limits) -> Result<Self, DataError> {
+        let bytes = limits.read_file(path)?;
+        Self::from_bytes_with(path, &bytes, limits)
     }
 
     /// Parses DICOM bytes (a Part 10 file, preamble optional); `path` names them in errors.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, DataError> {
+        Self::from_bytes_with(path, bytes, &Limits::default())
+    }
+
+    /// [`DicomFile::from_bytes`] within `limits`: every declared length, the nesting depth and
+    /// the declared pixel data are checked before dicom-rs allocates anything for them.
+    pub fn from_bytes_with(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Self, DataError> {
         if bytes.is_empty() {
             return Err(DataError::new(path, Reason::Empty, "the file is empty"));
         }
         let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { 128 } else { 0 };
-        let parse = |b: &[u8]| {
+        let parse = |b: &[u8]| -> Result<DefaultDicomObject, (Reason, String)> {
+            prescan::prescan(b, limits).map_err(|e| match e.over_limit {
+                true => (Reason::TooLarge, format!("DICOM header: {}", e.what)),
+                false => (Reason::Corrupt, format!("cannot parse DICOM: {}", e.what)),
+            })?;
             crate::guard::guarded(|| {
                 OpenFileOptions::new().read_preamble(dicom_object::file::ReadPreamble::Never).from_reader(b)
             })
-            .map_err(|p| format!("the parser crashed ({p})"))?
-            .map_err(|e| e.to_string())
+            .map_err(|p| (Reason::Corrupt, format!("cannot parse DICOM: the parser crashed ({p})")))?
+            .map_err(|e| (Reason::Corrupt, format!("cannot parse DICOM: {e}")))
         };
         let obj = match parse(&bytes[start..]) {
             Ok(obj) => obj,
             // bytes after the pixel data (trailing padding some writers leave) are ignored, as
             // pydicom ignores them: parse again from the bytes up to the end of the pixel data
             Err(e) => match pixel_data_end(bytes).filter(|&end| end > start && end < bytes.len()) {
-                Some(end) => parse(&bytes[start..end]),
+                Some(end) => {
+                    parse(&bytes[start..end]).map_err(|fallback| if e.0 == Reason::TooLarge { e } else { fallback })
+                }
                 None => Err(e),
             }
-            .map_err(|e| DataError::new(path, Reason::Corrupt, format!("cannot parse DICOM: {e}")))?,
+            .map_err(|(reason, message)| DataError::new(path, reason, message))?,
         };
         if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
             let class = sop_class(&obj);
@@ -191,7 +213,7 @@ impl DicomFile {
         if meta.rows == 0 || meta.columns == 0 {
             return Err(DataError::new(path, Reason::Corrupt, "DICOM image has zero rows or columns"));
         }
-        check_sizes(path, &obj, &meta)?;
+        check_sizes(path, &obj, &meta, limits)?;
         Ok(Self { path: path.into(), obj, meta })
     }
 
@@ -327,30 +349,31 @@ impl DicomFile {
     }
 }
 
-/// Largest decoded frame vismae accepts (256 MiB, beyond any radiology image: a 6000 x 5000
-/// mammogram at 16 bits is 57 MiB): a header claiming more is treated as damaged, so a malformed
-/// file cannot make the decoder allocate without bound.
-pub const MAX_FRAME_BYTES: u64 = 256 << 20;
-
-/// Checks the header's geometry against the pixel data before anything is decoded.
-fn check_sizes(path: &Path, obj: &DefaultDicomObject, meta: &DicomMeta) -> Result<(), DataError> {
+/// Checks the header's geometry against the pixel data before anything is decoded (the
+/// pre-scan checked the same from the raw bytes; this reads what dicom-rs parsed).
+fn check_sizes(path: &Path, obj: &DefaultDicomObject, meta: &DicomMeta, limits: &Limits) -> Result<(), DataError> {
     let spp = uint(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1).max(1) as u64;
     let bits = uint(obj, tags::BITS_ALLOCATED).unwrap_or(16).max(1) as u64;
     let frame_bytes = (meta.rows as u64 * meta.columns as u64 * spp * bits).div_ceil(8);
-    if frame_bytes > MAX_FRAME_BYTES {
+    if frame_bytes > limits.max_frame_bytes {
         return Err(DataError::new(
             path,
-            Reason::Corrupt,
+            Reason::TooLarge,
             format!(
-                "the header claims {}x{} pixels x {spp} samples x {bits} bits per frame, more than vismae decodes (256 MiB)",
-                meta.rows, meta.columns
+                "one frame of Rows {} x Columns {} x Samples per Pixel {spp} x Bits Allocated {bits} is {}, over the limit of {} (max_frame_bytes)",
+                meta.rows,
+                meta.columns,
+                show_bytes(frame_bytes),
+                show_bytes(limits.max_frame_bytes)
             ),
         ));
     }
     if let Some(dicom_core::DicomValue::Primitive(p)) = obj.get(tags::PIXEL_DATA).map(|e| e.value()) {
-        // native (uncompressed) data must hold every frame the header promises
+        // native (uncompressed) data must hold every frame the header promises; 1-bit frames are
+        // packed end to end, and 4:2:2 colour stores 2 samples per pixel
         let have = p.calculate_byte_len() as u64;
-        let need = frame_bytes * meta.frames as u64;
+        let stored = prescan::native_samples(spp, Some(&meta.photometric));
+        let need = (meta.rows as u64 * meta.columns as u64 * stored * bits * meta.frames as u64).div_ceil(8);
         if have < need {
             return Err(DataError::new(
                 path,

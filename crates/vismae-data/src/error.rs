@@ -29,6 +29,11 @@ pub enum Reason {
     BadArgument,
     /// An identical image was already ingested.
     Duplicate,
+    /// A declared length or size over a [`crate::limits::Limits`] cap: refused before anything is
+    /// allocated for it.
+    TooLarge,
+    /// A dataset another process is writing (its lock is held).
+    InUse,
 }
 
 impl fmt::Display for Reason {
@@ -44,6 +49,8 @@ impl fmt::Display for Reason {
             Reason::UnknownModality => "modality not stated",
             Reason::BadArgument => "bad request",
             Reason::Duplicate => "duplicate image",
+            Reason::TooLarge => "over a size limit",
+            Reason::InUse => "in use by another process",
         })
     }
 }

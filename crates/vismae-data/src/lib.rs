@@ -10,6 +10,7 @@ pub mod error;
 pub mod guard;
 pub mod intensity;
 pub mod labelled;
+pub mod limits;
 pub mod modality;
 pub mod prep;
 pub mod raster;
@@ -19,5 +20,6 @@ pub mod splits;
 pub mod volume;
 
 pub use error::{DataError, Reason};
+pub use limits::Limits;
 pub use raster::Raster;
 pub use source::{Format, NormaliseOptions, RawImage, SliceOptions, Source};

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::dicom::{DicomFile, DicomMeta};
 use crate::error::{DataError, Reason};
 use crate::intensity::{self, Fallback, Normalisation, VoiFunction, Window};
+use crate::limits::Limits;
 use crate::raster::Raster;
 use crate::volume::{self, Plane, Volume};
 
@@ -182,15 +183,35 @@ pub enum Source {
     },
 }
 
-fn read_raster(path: &Path) -> Result<(Raster, f64), DataError> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?
-        .decode()
+fn read_raster(path: &Path, limits: &Limits) -> Result<(Raster, f64), DataError> {
+    let open = || {
+        image::ImageReader::open(path)
+            .map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?
+            .with_guessed_format()
+            .map_err(|e| DataError::new(path, Reason::Io, e.to_string()))
+    };
+    // the header's size first: the samples are held as 32-bit floats, at most 3 channels
+    let (w, h) = open()?
+        .into_dimensions()
         .map_err(|e| DataError::new(path, Reason::Corrupt, format!("cannot decode image: {e}")))?;
+    limits.check_samples(path, &format!("width x height {w} x {h} (x 3 channels)"), w as u128 * h as u128 * 3)?;
+    let mut reader = open()?;
+    let mut caps = image::Limits::default();
+    caps.max_alloc = Some(limits.max_image_bytes);
+    reader.limits(caps);
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(l) => DataError::new(
+            path,
+            Reason::TooLarge,
+            format!(
+                "decoding needs more memory than the limit of {}: {l}",
+                crate::limits::fmt_bytes(limits.max_image_bytes)
+            ),
+        ),
+        e => DataError::new(path, Reason::Corrupt, format!("cannot decode image: {e}")),
+    })?;
     use image::DynamicImage as D;
-    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (w, h) = (w as usize, h as usize);
     Ok(match img {
         D::ImageLuma8(_) | D::ImageLumaA8(_) => {
             (Raster::new(w, h, 1, img.to_luma8().into_raw().into_iter().map(f32::from).collect()), 255.0)
@@ -207,16 +228,21 @@ fn read_raster(path: &Path) -> Result<(Raster, f64), DataError> {
 }
 
 impl Source {
-    /// Opens a file of any supported format and lists its images.
+    /// Opens a file of any supported format and lists its images, with the default [`Limits`].
     pub fn open(path: &Path, slices: &SliceOptions) -> Result<Source, DataError> {
+        Self::open_with(path, slices, &Limits::default())
+    }
+
+    /// Opens a file of any supported format within `limits` and lists its images.
+    pub fn open_with(path: &Path, slices: &SliceOptions, limits: &Limits) -> Result<Source, DataError> {
         let format = detect(path)?;
         Ok(match format {
-            Format::Dicom => Source::Dicom(Box::new(DicomFile::open(path)?)),
+            Format::Dicom => Source::Dicom(Box::new(DicomFile::open_with(path, limits)?)),
             Format::Nifti | Format::MetaImage | Format::Nrrd => {
                 let volume = match format {
-                    Format::Nifti => volume::read_nifti(path)?,
-                    Format::MetaImage => volume::read_metaimage(path)?,
-                    _ => volume::read_nrrd(path)?,
+                    Format::Nifti => volume::read_nifti_with(path, limits)?,
+                    Format::MetaImage => volume::read_metaimage_with(path, limits)?,
+                    _ => volume::read_nrrd_with(path, limits)?,
                 };
                 let mut items = Vec::new();
                 let stride = slices.stride.max(1);
@@ -230,7 +256,7 @@ impl Source {
                 Source::Volume { path: path.into(), format, volume, items }
             }
             Format::Png | Format::Jpeg | Format::Tiff => {
-                let (raster, max) = read_raster(path)?;
+                let (raster, max) = read_raster(path, limits)?;
                 Source::Raster { path: path.into(), format, raster, max }
             }
         })

@@ -291,14 +291,16 @@ pub fn save<B: Backend>(model: AnyModel<B>, spec: &ModelSpec, path: &Path) -> Re
         Format::BurnRecord => {
             let json = serde_json::to_string_pretty(spec).map_err(|e| fail(e.to_string()))?;
             crate::weights::write_atomic(&sidecar(path), json.as_bytes())?;
-            let rec = recorder();
-            let save = |r: Result<(), burn::record::RecorderError>| r.map_err(|e| fail(e.to_string()));
-            match &model {
-                AnyModel::Mae(m) => save(m.clone().save_file(path, &rec))?,
-                AnyModel::Unet(m) => save(m.clone().save_file(path, &rec))?,
-                AnyModel::Classifier(m) => save(m.clone().save_file(path, &rec))?,
-                AnyModel::SimClr(m) => save(m.clone().save_file(path, &rec))?,
+            // the bytes the file recorder writes (named MessagePack), written whole and synced
+            let rec = burn::record::NamedMpkBytesRecorder::<burn::record::FullPrecisionSettings>::default();
+            let bytes = match &model {
+                AnyModel::Mae(m) => burn::record::Recorder::<B>::record(&rec, m.clone().into_record(), ()),
+                AnyModel::Unet(m) => burn::record::Recorder::<B>::record(&rec, m.clone().into_record(), ()),
+                AnyModel::Classifier(m) => burn::record::Recorder::<B>::record(&rec, m.clone().into_record(), ()),
+                AnyModel::SimClr(m) => burn::record::Recorder::<B>::record(&rec, m.clone().into_record(), ()),
             }
+            .map_err(|e| fail(e.to_string()))?;
+            crate::weights::write_atomic(path, &bytes)?;
             Ok(model)
         }
     }

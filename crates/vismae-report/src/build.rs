@@ -55,7 +55,7 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, title: &str, extras: &[Extra]) ->
     if !results.is_empty() {
         let (tabs, csv) = tables(&results);
         let csv_path = out.join("table.csv");
-        std::fs::write(&csv_path, csv).map_err(ReportError::at(&csv_path))?;
+        vismae_run::run_dir::write_atomic(&csv_path, csv.as_bytes())?;
         md.push_str("## Results\n\nMean ± sample sd over folds (n = folds); metrics on held-out test cases unless marked `(validation)`. All numbers also in [table.csv](table.csv).\n\n");
         html_body.push_str("<h2>Results</h2>\n<p>Mean ± sample sd over folds (n = folds); metrics on held-out test cases unless marked (validation).</p>\n");
         for (f, t) in &tabs {
@@ -170,7 +170,7 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, title: &str, extras: &[Extra]) ->
             let name =
                 format!("{k:02}-{}", e.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let bytes = std::fs::read(&e.path).map_err(ReportError::at(&e.path))?;
-            std::fs::write(imgdir.join(&name), &bytes).map_err(ReportError::at(imgdir.join(&name)))?;
+            vismae_run::run_dir::write_atomic(&imgdir.join(&name), &bytes)?;
             let _ = write!(md, "![{0}](images/{name})\n\n*{0}*\n\n", e.caption);
             let _ = writeln!(
                 html_body,
@@ -203,9 +203,9 @@ pub fn build(run_dirs: &[PathBuf], out: &Path, title: &str, extras: &[Extra]) ->
     }
     html_body.push_str("</table>\n");
     report.markdown = out.join("report.md");
-    std::fs::write(&report.markdown, md).map_err(ReportError::at(&report.markdown))?;
+    vismae_run::run_dir::write_atomic(&report.markdown, md.as_bytes())?;
     let html = page(title, &html_body);
     report.html = out.join("report.html");
-    std::fs::write(&report.html, html).map_err(ReportError::at(&report.html))?;
+    vismae_run::run_dir::write_atomic(&report.html, html.as_bytes())?;
     Ok(report)
 }

@@ -156,9 +156,11 @@ pub fn figure(
     let mut buf = vec![0u8; (w * h * 3) as usize];
     draw(BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area(), panels, x_label, markers)
         .map_err(|e| fail(&png, e))?;
-    image::RgbImage::from_raw(w, h, buf)
-        .ok_or_else(|| crate::ReportError::Io { path: png.clone(), reason: "buffer size".into() })?
-        .save(&png)
+    let img = image::RgbImage::from_raw(w, h, buf)
+        .ok_or_else(|| crate::ReportError::Io { path: png.clone(), reason: "buffer size".into() })?;
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, image::ImageFormat::Png)
         .map_err(|e| crate::ReportError::Io { path: png.clone(), reason: e.to_string() })?;
+    vismae_run::run_dir::write_atomic(&png, bytes.get_ref())?;
     Ok((svg, png))
 }

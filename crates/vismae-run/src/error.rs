@@ -43,6 +43,14 @@ pub enum RunError {
     /// Settings that cannot be used, found before any work starts.
     #[error("{0}")]
     Settings(String),
+    /// Another process is writing the folder (it holds the folder's `.lock`).
+    #[error("{} is in use by another vismae process ({}): wait for it to finish or stop it; a killed process leaves no lock behind", path.display(), pid.map_or("pid unknown".to_string(), |p| format!("pid {p}")))]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+        /// The process holding it, as its lock file says.
+        pid: Option<u32>,
+    },
 }
 
 impl RunError {

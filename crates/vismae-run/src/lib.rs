@@ -8,10 +8,13 @@
 //!   command-line flags merge into them;
 //! - [`schema`]: the files of a run folder (`config.json` of pre-training and fine-tuning runs,
 //!   `summary.json`, evaluation summaries, the weights' model card), read and written as types;
-//! - [`run_dir`]: run folders that never overwrite an earlier run.
+//! - [`run_dir`]: run folders that never overwrite an earlier run, and the writes every output
+//!   goes through (whole or not at all);
+//! - [`lock`]: one writer per dataset and run folder.
 
 pub mod card;
 pub mod error;
+pub mod lock;
 pub mod preprocess;
 pub mod run_dir;
 pub mod schema;
@@ -21,6 +24,7 @@ pub mod vocab;
 
 pub use card::{ModelCard, Origin};
 pub use error::RunError;
+pub use lock::DirLock;
 pub use preprocess::{Channels, InputNorm, Intensity, Preprocess};
 pub use run_dir::RunDir;
 pub use schema::{

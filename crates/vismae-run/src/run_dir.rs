@@ -1,33 +1,57 @@
-//! Run folders: created fresh (an existing non-empty folder is never reused or overwritten),
-//! files written whole through a temporary file and a rename, an append-only `metrics.jsonl`,
-//! and the progress bar every long run shows.
+//! Run folders: created fresh (an existing non-empty folder is never reused or overwritten) and
+//! held by one process at a time ([`DirLock`]); files written whole through a temporary file and
+//! a rename, an append-only `metrics.jsonl` whose lines land whole, and the progress bar every
+//! long run shows. [`write_atomic`], [`write_synced`] and [`append_whole`] are the writes every
+//! vismae output goes through, so a failed write (a full disk, an I/O error) stops the command
+//! naming the file and leaves nothing torn; a rerun continues once space is back.
+//!
+//! Testing hook: with `VISMAE_FAIL_WRITES_AFTER=N` in the environment, the writes after the
+//! first `N` of the process fail as a full disk would (half the bytes written, then
+//! `StorageFull`), so tests can check that nothing is torn and that a rerun resumes.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::RunError;
+use crate::lock::{DirLock, LOCK_FILE};
 
-/// A run folder.
+/// A run folder, held by this process while any clone of it lives.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,
+    _lock: Arc<DirLock>,
+}
+
+/// Whether `root` holds anything but a lock file.
+fn occupied(root: &Path) -> Result<bool, RunError> {
+    if !root.exists() {
+        return Ok(false);
+    }
+    let entries = std::fs::read_dir(root).map_err(RunError::io(root))?;
+    Ok(entries.flatten().any(|e| e.file_name() != LOCK_FILE))
 }
 
 impl RunDir {
-    /// Creates `root` (and parents); fails if it exists with any content.
+    /// Creates `root` (and parents) and takes its lock; fails if it exists with any content, or
+    /// if another process holds it.
     pub fn create(root: &Path) -> Result<Self, RunError> {
-        if root.exists() {
-            let mut entries = std::fs::read_dir(root).map_err(RunError::io(root))?;
-            if entries.next().is_some() {
-                return Err(RunError::Occupied(root.into()));
-            }
+        // checked before anything is written into a folder that is not ours, and again once held
+        if occupied(root)? {
+            return Err(RunError::Occupied(root.into()));
         }
         std::fs::create_dir_all(root).map_err(RunError::io(root))?;
-        Ok(Self { root: root.into() })
+        let lock = DirLock::acquire(root)?;
+        if occupied(root)? {
+            return Err(RunError::Occupied(root.into()));
+        }
+        Ok(Self { root: root.into(), _lock: Arc::new(lock) })
     }
 
-    /// Opens a folder that already holds a run (to resume it, or add to it).
+    /// Opens a folder that already holds a run (to resume it, or add to it) and takes its lock;
+    /// fails if another process holds it.
     pub fn open_existing(root: &Path) -> Result<Self, RunError> {
         if !root.join("config.json").is_file() {
             return Err(RunError::Io {
@@ -35,7 +59,8 @@ impl RunDir {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no config.json: not a vismae run folder"),
             });
         }
-        Ok(Self { root: root.into() })
+        let lock = DirLock::acquire(root)?;
+        Ok(Self { root: root.into(), _lock: Arc::new(lock) })
     }
 
     /// The folder.
@@ -48,11 +73,9 @@ impl RunDir {
         self.root.join(name)
     }
 
-    /// Appends one JSON object as a line to `name` (e.g. `metrics.jsonl`).
+    /// Appends one JSON object as a line to `name` (e.g. `metrics.jsonl`), whole or not at all.
     pub fn append_json(&self, name: &str, value: &serde_json::Value) -> Result<(), RunError> {
-        let path = self.join(name);
-        let mut f: File = OpenOptions::new().create(true).append(true).open(&path).map_err(RunError::io(&path))?;
-        writeln!(f, "{value}").map_err(RunError::io(&path))
+        append_whole(&self.join(name), format!("{value}\n").as_bytes())
     }
 
     /// Writes `value` as pretty JSON to `name`, through a temporary file and a rename.
@@ -82,17 +105,60 @@ impl RunDir {
     }
 }
 
-/// Writes `path` whole: a temporary file beside it, then a rename, so a crash or a full disk
-/// never leaves a torn file under the final name.
+/// Writes `path` whole: a temporary file beside it, synced, then a rename, so a crash or a full
+/// disk never leaves a torn file under the final name (the temporary file is removed on failure).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let result = write_synced(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(RunError::io(path))
+}
+
+/// Creates (or truncates) `path`, writes `bytes` and syncs them to disk. Callers rename the file
+/// into place afterwards, or use [`write_atomic`].
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(path)?;
+    if let Some(e) = injected_fault() {
+        f.write_all(&bytes[..bytes.len() / 2])?;
+        return Err(e);
+    }
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Appends `bytes` to `path` (created if missing) whole or not at all: after a failed write the
+/// file is cut back to its old length, so a line-oriented log never holds half a line.
+pub fn append_whole(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let mut f: File = OpenOptions::new().create(true).append(true).open(path).map_err(RunError::io(path))?;
+    let before = f.metadata().map_err(RunError::io(path))?.len();
+    let result = match injected_fault() {
+        Some(e) => f.write_all(&bytes[..bytes.len() / 2]).and(Err(e)),
+        None => f.write_all(bytes),
+    };
+    if result.is_err() {
+        let _ = f.set_len(before);
+    }
+    result.map_err(RunError::io(path))
+}
+
+/// Writes that went through [`write_synced`] and [`append_whole`] in this process.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// The testing hook: `Some(StorageFull)` for every write after the first `VISMAE_FAIL_WRITES_AFTER`.
+fn injected_fault() -> Option<std::io::Error> {
+    static AFTER: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let after = (*AFTER.get_or_init(|| std::env::var("VISMAE_FAIL_WRITES_AFTER").ok()?.trim().parse().ok()))?;
+    let n = WRITES.fetch_add(1, Ordering::SeqCst);
+    (n >= after).then(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "no space left on device (injected by VISMAE_FAIL_WRITES_AFTER)",
+        )
+    })
 }
 
 /// Reads a JSON file as `T`, naming the file when it is missing or malformed.
@@ -110,8 +176,41 @@ mod tests {
         let root = std::env::temp_dir().join(format!("vismae-rundir-{}", std::process::id()));
         let run = RunDir::create(&root).unwrap_or_else(|e| panic!("{e}"));
         run.append_json("metrics.jsonl", &serde_json::json!({"step": 1})).unwrap_or_else(|e| panic!("{e}"));
+        // held: a second writer is refused naming this process; released with the last clone
+        let err = RunDir::open_existing(&root).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("no config.json"), "{err}");
+        run.write_atomic("config.json", b"{}").unwrap_or_else(|e| panic!("{e}"));
+        let err = RunDir::open_existing(&root).unwrap_err().to_string();
+        assert!(err.contains(&format!("in use by another vismae process (pid {})", std::process::id())), "{err}");
+        let copy = run.clone();
+        drop(run);
+        assert!(RunDir::open_existing(&root).is_err(), "a clone still holds the folder");
+        drop(copy);
+        assert!(RunDir::open_existing(&root).is_ok());
         let err = RunDir::create(&root).unwrap_err().to_string();
         assert!(err.contains("not empty"), "{err}");
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn appends_land_whole_and_atomic_writes_leave_no_temporaries() {
+        let dir = std::env::temp_dir().join(format!("vismae-append-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.join("log.jsonl");
+        append_whole(&log, b"{\"a\":1}\n").unwrap_or_else(|e| panic!("{e}"));
+        append_whole(&log, b"{\"a\":2}\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(std::fs::read_to_string(&log).ok().as_deref(), Some("{\"a\":1}\n{\"a\":2}\n"));
+        write_atomic(&dir.join("x.json"), b"[1]").unwrap_or_else(|e| panic!("{e}"));
+        // a write into a missing folder fails naming the final path, and leaves nothing behind
+        let e = write_atomic(&dir.join("missing/y.json"), b"[2]").unwrap_err().to_string();
+        assert!(e.contains("missing/y.json"), "{e}");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,8 @@
 //! Checkpoints of any training run: `RUN/checkpoints/<unit>-N/` holds the model and optimizer
 //! (burn records) and `state.json` (the position and whatever the run needs to continue). A
-//! checkpoint is written into a temporary folder and renamed into place, so a `kill -9` leaves
-//! either the whole checkpoint or none; the newest `keep` are kept. Also the metric-log trimming
+//! checkpoint is written into a temporary folder and renamed into place, so a `kill -9` or a full
+//! disk leaves either the whole checkpoint or none (a failed write removes the temporary folder
+//! and stops the run naming the file); the newest `keep` are kept. Also the metric-log trimming
 //! a resumed run needs.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use vismae_run::RunDir;
+use vismae_run::run_dir::write_synced;
 
 use crate::error::{Result, TrainError};
 
@@ -60,16 +62,27 @@ where
     let tmp = root.join(format!(".tmp-{name}"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| fail("folder", e.to_string()))?;
-    model
-        .clone()
-        .save_file(tmp.join("model.mpk"), &NamedMpkFileRecorder::<FullPrecisionSettings>::new())
-        .map_err(|e| fail("model", e.to_string()))?;
+    // the bytes NamedMpkFileRecorder would write (same named MessagePack), written and synced
+    // by the one writer whose failures name the file
+    let bytes: Vec<u8> = Recorder::<B>::record(
+        &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
+        model.clone().into_record(),
+        (),
+    )
+    .map_err(|e| fail("model", e.to_string()))?;
+    let written = |file: &str, what: &str, bytes: &[u8]| {
+        write_synced(&tmp.join(file), bytes).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            fail(what, format!("{}: {e}", tmp.join(file).display()))
+        })
+    };
+    written("model.mpk", "model", &bytes)?;
     let bytes: Vec<u8> =
         Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), optim.to_record(), ())
             .map_err(|e| fail("optimizer", e.to_string()))?;
-    std::fs::write(tmp.join("optimizer.mpk"), bytes).map_err(|e| fail("optimizer", e.to_string()))?;
+    written("optimizer.mpk", "optimizer", &bytes)?;
     let text = serde_json::to_string_pretty(state).map_err(|e| fail("state", e.to_string()))?;
-    std::fs::write(tmp.join("state.json"), text).map_err(|e| fail("state", e.to_string()))?;
+    written("state.json", "state", text.as_bytes())?;
     let final_dir = root.join(&name);
     let _ = std::fs::remove_dir_all(&final_dir);
     std::fs::rename(&tmp, &final_dir).map_err(|e| fail("rename", e.to_string()))?;

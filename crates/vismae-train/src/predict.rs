@@ -243,22 +243,31 @@ fn save_overlay(path: &Path, image: &Raster, mask: &[u8]) -> Result<()> {
             image::Rgb(col.map(|k| (0.55 * v + 0.45 * k as f32) as u8))
         };
     }
-    img.save(path).map_err(|e| TrainError::output(path, e))
+    write_png(path, &img)
+}
+
+/// Encodes `img` as PNG and writes it whole (temporary file, sync, rename).
+fn write_png<P>(path: &Path, img: &image::ImageBuffer<P, Vec<P::Subpixel>>) -> Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| TrainError::output(path, e))?;
+    vismae_run::run_dir::write_atomic(path, png.get_ref()).map_err(|e| TrainError::output(path, e))
 }
 
 fn save_mask(path: &Path, w: usize, h: usize, mask: Vec<u8>) -> Result<()> {
-    image::GrayImage::from_raw(w as u32, h as u32, mask)
-        .ok_or_else(|| TrainError::output(path, "mask size mismatch"))?
-        .save(path)
-        .map_err(|e| TrainError::output(path, e))
+    let img = image::GrayImage::from_raw(w as u32, h as u32, mask)
+        .ok_or_else(|| TrainError::output(path, "mask size mismatch"))?;
+    write_png(path, &img)
 }
 
 fn save_probability(path: &Path, w: usize, h: usize, p: &[f32]) -> Result<()> {
     let v: Vec<u16> = p.iter().map(|&x| (x.clamp(0.0, 1.0) * 65535.0).round() as u16).collect();
-    image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(w as u32, h as u32, v)
-        .ok_or_else(|| TrainError::output(path, "probability size mismatch"))?
-        .save(path)
-        .map_err(|e| TrainError::output(path, e))
+    let img = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_raw(w as u32, h as u32, v)
+        .ok_or_else(|| TrainError::output(path, "probability size mismatch"))?;
+    write_png(path, &img)
 }
 
 fn fresh(p: PathBuf) -> Result<PathBuf> {

@@ -85,7 +85,7 @@ pub fn reconstruction_grid<B: Backend>(
             }
         }
     }
-    let tmp = out.with_extension("png.tmp");
-    img.save_with_format(&tmp, image::ImageFormat::Png).map_err(|e| TrainError::output(out, e))?;
-    std::fs::rename(&tmp, out).map_err(|e| TrainError::output(out, e))
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).map_err(|e| TrainError::output(out, e))?;
+    vismae_run::run_dir::write_atomic(out, png.get_ref()).map_err(|e| TrainError::output(out, e))
 }

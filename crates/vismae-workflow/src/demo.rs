@@ -419,7 +419,7 @@ pub fn run<B: AutodiffBackend>(
         a.pretrain_steps, a.variant, cfg.images, pt.loss_first_last.0, pt.loss_first_last.1
     );
     let markdown = report_dir.join("report.md");
-    std::fs::write(&markdown, &md).map_err(WorkflowError::io(&markdown))?;
+    vismae_run::run_dir::write_atomic(&markdown, md.as_bytes())?;
     let verdict_html: String = verdicts
         .iter()
         .chain([&SEEDS_CAVEAT.to_string()])
@@ -435,6 +435,6 @@ pub fn run<B: AutodiffBackend>(
         html_body(&pre.html)
     );
     let html = report_dir.join("report.html");
-    std::fs::write(&html, vismae_report::html::page("vismae demo", &body)).map_err(WorkflowError::io(&html))?;
+    vismae_run::run_dir::write_atomic(&html, vismae_report::html::page("vismae demo", &body).as_bytes())?;
     Ok(DemoSummary { rows, verdicts, markdown, html, seconds: started.elapsed().as_secs_f64() })
 }

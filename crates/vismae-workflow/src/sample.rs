@@ -133,7 +133,7 @@ pub fn colin_aal_set(ch2: &Path, aal: &Path, out: &Path, slab: usize) -> Result<
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| WorkflowError::invalid(e.to_string()))?;
-    std::fs::write(path, text).map_err(io(path))
+    Ok(vismae_run::run_dir::write_atomic(path, text.as_bytes())?)
 }
 
 fn save_grey(path: &Path, side: usize, v: Vec<u8>) -> Result<()> {

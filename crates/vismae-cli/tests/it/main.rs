@@ -8,6 +8,7 @@ mod ingest;
 mod pretrain;
 mod settings;
 mod study;
+mod untrusted;
 mod weights;
 
 use std::path::PathBuf;

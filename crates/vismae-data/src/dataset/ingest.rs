@@ -5,15 +5,17 @@
 //! are not read again, and temporary files of the interrupted shard are removed.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Serialize;
+use vismae_run::lock::{DirLock, LOCK_FILE};
+use vismae_run::run_dir::{append_whole, write_atomic};
 
 use super::{DatasetInfo, FORMAT_VERSION, ImageRecord, Skipped, origin_key, read_info, read_manifests, shard_paths};
 use crate::error::{DataError, Reason};
 use crate::intensity::to_u8;
+use crate::limits::Limits;
 use crate::modality::{DicomFacts, ModalityRules, ModalitySource, decide, non_image_reason};
 use crate::source::{NormaliseOptions, SliceOptions, Source};
 
@@ -40,6 +42,9 @@ pub struct IngestOptions {
     pub shard_capacity: usize,
     /// Keep colour as 3 channels (grey images are then replicated); otherwise everything is grey.
     pub keep_rgb: bool,
+    /// What one file may make the readers allocate; a file over a limit is skipped as
+    /// [`Reason::TooLarge`].
+    pub limits: Limits,
 }
 
 impl Default for IngestOptions {
@@ -54,6 +59,7 @@ impl Default for IngestOptions {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             shard_capacity: 1024,
             keep_rgb: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -157,7 +163,7 @@ fn skip(e: DataError) -> Outcome {
 
 /// Reads and prepares every image of one file.
 fn prepare(path: &Path, opts: &IngestOptions, present: &HashSet<u128>) -> Vec<Outcome> {
-    let source = match Source::open(path, &opts.slices) {
+    let source = match Source::open_with(path, &opts.slices, &opts.limits) {
         Ok(s) => s,
         Err(e) => return vec![skip(e)],
     };
@@ -239,30 +245,68 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
     move |e| DataError::new(path, Reason::Io, e.to_string())
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    let mut f = std::fs::File::create(path).map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))
+/// A failed write (a full disk, an I/O error) as a data error naming the file.
+fn write_err(e: vismae_run::RunError) -> DataError {
+    match e {
+        vismae_run::RunError::Io { path, source } => DataError::new(
+            &path,
+            Reason::Io,
+            format!("cannot write: {source}; nothing torn is left, rerun to continue"),
+        ),
+        other => DataError::new(Path::new(""), Reason::Io, other.to_string()),
+    }
 }
 
-/// Writes shard `n` (data, then manifest) through temporary names.
+/// Writes shard `n` (data, then manifest), each whole through a temporary file and a rename.
 fn commit_shard(root: &Path, n: usize, records: &mut [ImageRecord], pixels: &[u8]) -> Result<(), DataError> {
     let (data, manifest) = shard_paths(root, n);
     for (slot, r) in records.iter_mut().enumerate() {
         r.shard = n;
         r.slot = slot;
     }
-    let tmp_data = data.with_extension("u8.tmp");
-    write_synced(&tmp_data, pixels)?;
-    std::fs::rename(&tmp_data, &data).map_err(io_err(&data))?;
+    write_atomic(&data, pixels).map_err(write_err)?;
     let mut text = String::new();
     for r in records.iter() {
         text.push_str(&serde_json::to_string(r).map_err(|e| DataError::new(&manifest, Reason::Io, e.to_string()))?);
         text.push('\n');
     }
-    let tmp_manifest = manifest.with_extension("jsonl.tmp");
-    write_synced(&tmp_manifest, text.as_bytes())?;
-    std::fs::rename(&tmp_manifest, &manifest).map_err(io_err(&manifest))
+    write_atomic(&manifest, text.as_bytes()).map_err(write_err)
+}
+
+/// Takes the dataset's lock (one writer at a time), creating the folder if it is new; a folder
+/// that holds other files is left untouched.
+fn lock(root: &Path) -> Result<DirLock, DataError> {
+    if !root.join("dataset.json").exists() && has_files(root)? {
+        return Err(not_a_dataset(root));
+    }
+    std::fs::create_dir_all(root).map_err(io_err(root))?;
+    DirLock::acquire(root).map_err(|e| match e {
+        vismae_run::RunError::Locked { pid, .. } => DataError::new(
+            root,
+            Reason::InUse,
+            format!(
+                "another vismae process ({}) is writing this dataset: wait for it to finish or stop it (a killed process leaves no lock behind)",
+                pid.map_or("pid unknown".into(), |p| format!("pid {p}"))
+            ),
+        ),
+        e => DataError::new(root, Reason::Io, e.to_string()),
+    })
+}
+
+/// Whether `root` holds anything but a lock file.
+fn has_files(root: &Path) -> Result<bool, DataError> {
+    if !root.exists() {
+        return Ok(false);
+    }
+    Ok(std::fs::read_dir(root).map_err(io_err(root))?.flatten().any(|e| e.file_name() != LOCK_FILE))
+}
+
+fn not_a_dataset(root: &Path) -> DataError {
+    DataError::new(
+        root,
+        Reason::BadArgument,
+        "the folder holds files but no dataset.json: not a vismae dataset; choose an empty or new folder",
+    )
 }
 
 /// Opens (or creates) the dataset at `root` for appending; removes leftovers of an interrupted run.
@@ -294,21 +338,15 @@ fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, Dat
         }
         info
     } else {
-        if root.exists() && std::fs::read_dir(root).map_err(io_err(root))?.next().is_some() {
-            return Err(DataError::new(
-                root,
-                Reason::BadArgument,
-                "the folder holds files but no dataset.json: not a vismae dataset; choose an empty or new folder",
-            ));
+        if has_files(root)? {
+            return Err(not_a_dataset(root));
         }
         let channels = if opts.keep_rgb { 3 } else { 1 };
         let info =
             DatasetInfo { version: FORMAT_VERSION, size: opts.size, channels, shard_capacity: opts.shard_capacity };
         std::fs::create_dir_all(root.join("shards")).map_err(io_err(root))?;
         let text = serde_json::to_string_pretty(&info).unwrap_or_default();
-        let tmp = info_path.with_extension("json.tmp");
-        write_synced(&tmp, text.as_bytes())?;
-        std::fs::rename(&tmp, &info_path).map_err(io_err(&info_path))?;
+        write_atomic(&info_path, text.as_bytes()).map_err(write_err)?;
         info
     };
     let shards = root.join("shards");
@@ -317,8 +355,9 @@ fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, Dat
         let p = entry.path();
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // temporaries, and data whose manifest never landed, belong to an interrupted shard
+        // (this process holds the lock: no other writer owns them)
         let orphan = name.ends_with(".u8") && !p.with_extension("jsonl").exists();
-        if name.ends_with(".tmp") || orphan {
+        if name.ends_with(".tmp") || name.contains(".tmp-") || orphan {
             std::fs::remove_file(&p).map_err(io_err(&p))?;
         }
     }
@@ -330,21 +369,25 @@ fn append_skipped(root: &Path, pending: &mut Vec<Skipped>) -> Result<(), DataErr
     if pending.is_empty() {
         return Ok(());
     }
-    let path = root.join("skipped.jsonl");
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+    let mut text = String::new();
     for s in pending.drain(..) {
-        writeln!(f, "{}", serde_json::to_string(&s).unwrap_or_default()).map_err(io_err(&path))?;
+        text.push_str(&serde_json::to_string(&s).unwrap_or_default());
+        text.push('\n');
     }
-    Ok(())
+    append_whole(&root.join("skipped.jsonl"), text.as_bytes()).map_err(write_err)
 }
 
-/// Ingests `sources` into the dataset at `root` (created if new). `progress` is called as files finish.
+/// Ingests `sources` into the dataset at `root` (created if new). `progress` is called as files
+/// finish. The dataset is locked for the run: a second ingest into it is refused
+/// ([`Reason::InUse`], naming the pid of the first). A failed write stops the run naming the file;
+/// committed shards are kept and a rerun continues after them.
 pub fn ingest(
     sources: &[PathBuf],
     root: &Path,
     opts: &IngestOptions,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<IngestReport, DataError> {
+    let _lock = lock(root)?;
     let info = open_for_append(root, opts)?;
     let existing = read_manifests(root, &info)?;
     let mut present: HashSet<u128> = HashSet::new();
@@ -426,8 +469,7 @@ pub fn ingest(
     report.shards = next_shard;
     append_skipped(root, &mut skipped_log)?;
     let report_path = root.join("ingest_report.json");
-    let tmp = report_path.with_extension("json.tmp");
-    write_synced(&tmp, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())?;
-    std::fs::rename(&tmp, &report_path).map_err(io_err(&report_path))?;
+    write_atomic(&report_path, serde_json::to_string_pretty(&report).unwrap_or_default().as_bytes())
+        .map_err(write_err)?;
     Ok(report)
 }

@@ -6,6 +6,7 @@
 //! DATASET/shards/NNNNNN.jsonl        one ImageRecord per record, in slot order (written last)
 //! DATASET/skipped.jsonl              every file or image that was not ingested, with the reason
 //! DATASET/ingest_report.json         counts of the last ingest run
+//! DATASET/.lock                      held by the ingest writing the dataset (its pid)
 //! ```
 //! A shard counts once both files exist under their final names; its manifest is renamed into
 //! place after its data, so a killed ingest leaves only temporary files, which the next run

@@ -1,10 +1,10 @@
 //! MetaImage (`.mha` with local data, `.mhd` with a raw file beside it; zlib-compressed data).
 
-use std::io::Read;
 use std::path::Path;
 
-use super::{RawType, Volume, assemble, decode_raw, parse_floats, parse_usizes};
+use super::{RawType, Volume, assemble, checked_count, decode_raw, parse_floats, parse_usizes};
 use crate::error::{DataError, Reason};
+use crate::limits::{Limits, inflate_bounded};
 
 /// Whether `bytes` start a MetaImage header.
 pub fn sniff_metaimage(bytes: &[u8]) -> bool {
@@ -12,9 +12,15 @@ pub fn sniff_metaimage(bytes: &[u8]) -> bool {
     ["ObjectType", "NDims", "Comment"].iter().any(|k| head.trim_start().starts_with(k))
 }
 
-/// Reads a MetaImage (`.mha` with local data or `.mhd` with a raw file beside it).
+/// Reads a MetaImage (`.mha` with local data or `.mhd` with a raw file beside it) with the
+/// default [`Limits`].
 pub fn read_metaimage(path: &Path) -> Result<Volume, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
+    read_metaimage_with(path, &Limits::default())
+}
+
+/// Reads a MetaImage within `limits`: `DimSize` is checked before any data is read or inflated.
+pub fn read_metaimage_with(path: &Path, limits: &Limits) -> Result<Volume, DataError> {
+    let bytes = limits.read_file(path)?;
     let bad = |m: String| DataError::new(path, Reason::Corrupt, m);
     let mut pos = 0;
     let mut fields = std::collections::HashMap::new();
@@ -57,24 +63,26 @@ pub fn read_metaimage(path: &Path) -> Result<Volume, DataError> {
     let is_true = |k: &str| fields.get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
     let be = is_true("BinaryDataByteOrderMSB") || is_true("ElementByteOrderMSB");
     let channels: usize = fields.get("ElementNumberOfChannels").and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
-    let raw = if data_file.eq_ignore_ascii_case("LOCAL") {
-        bytes[pos..].to_vec()
+    let count = checked_count(path, "DimSize x ElementNumberOfChannels", &sizes, channels, limits)?;
+    let detached;
+    let raw: &[u8] = if data_file.eq_ignore_ascii_case("LOCAL") {
+        &bytes[pos..]
     } else {
         let other = path.parent().unwrap_or(Path::new(".")).join(&data_file);
-        std::fs::read(&other)
-            .map_err(|e| DataError::new(&other, Reason::Io, format!("data file of {}: {e}", path.display())))?
+        detached = limits
+            .read_file(&other)
+            .map_err(|e| DataError::new(&other, e.reason, format!("data file of {}: {}", path.display(), e.message)))?;
+        &detached
     };
-    let raw = if is_true("CompressedData") {
-        let mut out = Vec::new();
-        flate2::read::ZlibDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| bad(format!("compressed data is damaged: {e}")))?;
-        out
+    let inflated;
+    let raw: &[u8] = if is_true("CompressedData") {
+        let need = (count * ty.size()) as u64;
+        inflated = inflate_bounded(path, flate2::read::ZlibDecoder::new(raw), need, "compressed data")?;
+        &inflated
     } else {
         raw
     };
-    let count = sizes.iter().product::<usize>() * channels;
-    let data = decode_raw(&raw, ty, be, count).ok_or_else(|| {
+    let data = decode_raw(raw, ty, be, count).ok_or_else(|| {
         bad(format!("truncated: DimSize {sizes:?} needs {} bytes, the data holds {}", count * ty.size(), raw.len()))
     })?;
     let spacing =

@@ -9,14 +9,16 @@ mod nrrd;
 use std::io::Read;
 use std::path::Path;
 
-pub use metaimage::{read_metaimage, sniff_metaimage};
+pub use metaimage::{read_metaimage, read_metaimage_with, sniff_metaimage};
 pub use nifti::{
-    nifti_affine, nifti_from_bytes, read_nifti, sniff_nifti, write_nifti, write_nifti_affine, write_nifti_like,
+    nifti_affine, nifti_from_bytes, nifti_from_bytes_with, read_nifti, read_nifti_with, sniff_nifti, write_nifti,
+    write_nifti_affine, write_nifti_like,
 };
-pub use nrrd::{read_nrrd, sniff_nrrd};
+pub use nrrd::{read_nrrd, read_nrrd_with, sniff_nrrd};
 pub use vismae_run::Plane;
 
 use crate::error::{DataError, Reason};
+use crate::limits::{INFLATE_MARGIN, Limits};
 use crate::raster::Raster;
 
 /// A volume `x`-fastest: `data[((t * nz + z) * ny + y) * nx + x]`.
@@ -163,20 +165,64 @@ pub fn decode_raw(bytes: &[u8], ty: RawType, big_endian: bool, count: usize) -> 
     Some(out)
 }
 
-/// The bytes of a file, gunzipped when they are a gzip stream.
-pub(crate) fn read_all(path: &Path) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
+/// The bytes of a file within `limits`, gunzipped when they are a gzip stream. Of a gzip stream
+/// the first `head` bytes are inflated, `need` reads them and says how many bytes the whole
+/// stream holds (checking the header against the limits), and the stream is inflated no further
+/// than that plus [`INFLATE_MARGIN`]: a small file cannot inflate to gigabytes.
+pub(crate) fn read_all(
+    path: &Path,
+    limits: &Limits,
+    head: usize,
+    need: impl FnOnce(&[u8]) -> Result<u64, DataError>,
+) -> Result<Vec<u8>, DataError> {
+    let bytes = limits.read_file(path)?;
     if bytes.is_empty() {
         return Err(DataError::new(path, Reason::Empty, "the file is empty"));
     }
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&bytes[..])
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(bytes);
+    }
+    let damaged = |e: std::io::Error| DataError::new(path, Reason::Corrupt, format!("gzip stream is damaged: {e}"));
+    let mut gz = flate2::read::MultiGzDecoder::new(&bytes[..]);
+    let mut out = Vec::with_capacity(head);
+    (&mut gz).take(head as u64).read_to_end(&mut out).map_err(damaged)?;
+    let total = need(&out)?;
+    let more = total.saturating_sub(out.len() as u64).saturating_add(INFLATE_MARGIN);
+    out.reserve(more.min(64 << 20) as usize);
+    gz.take(more).read_to_end(&mut out).map_err(damaged)?;
+    Ok(out)
+}
+
+/// The first `n` bytes of a file, gunzipped when it is a gzip stream (for reading a header only).
+pub(crate) fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, DataError> {
+    let io = |e: std::io::Error| DataError::new(path, Reason::Io, e.to_string());
+    let mut magic = Vec::with_capacity(2);
+    std::fs::File::open(path).and_then(|f| f.take(2).read_to_end(&mut magic)).map_err(io)?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut out = Vec::with_capacity(n);
+    if magic == [0x1f, 0x8b] {
+        flate2::read::MultiGzDecoder::new(file)
+            .take(n as u64)
             .read_to_end(&mut out)
             .map_err(|e| DataError::new(path, Reason::Corrupt, format!("gzip stream is damaged: {e}")))?;
-        return Ok(out);
+    } else {
+        file.take(n as u64).read_to_end(&mut out).map_err(io)?;
     }
-    Ok(bytes)
+    Ok(out)
+}
+
+/// The number of samples `sizes` x `channels` declares (the header's `field`), checked against
+/// `limits` without overflow before anything is allocated for them.
+pub(crate) fn checked_count(
+    path: &Path,
+    field: &str,
+    sizes: &[usize],
+    channels: usize,
+    limits: &Limits,
+) -> Result<usize, DataError> {
+    let n = sizes.iter().fold(channels.max(1) as u128, |acc, &d| acc.saturating_mul(d as u128));
+    limits.check_samples(path, &format!("{field} {sizes:?}"), n)?;
+    Ok(n as usize)
 }
 
 pub(crate) fn parse_usizes(s: &str) -> Option<Vec<usize>> {

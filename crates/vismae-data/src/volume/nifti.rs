@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{RawType, Volume, decode_raw, read_all};
+use super::{RawType, Volume, checked_count, decode_raw, read_all, read_head};
 use crate::error::{DataError, Reason};
+use crate::limits::{Limits, fmt_bytes as show_bytes, too_large};
 
 /// Whether `bytes` (decompressed) start with a NIfTI-1 header (either byte order).
 pub fn sniff_nifti(bytes: &[u8]) -> bool {
@@ -15,19 +16,62 @@ pub fn sniff_nifti(bytes: &[u8]) -> bool {
         && (&bytes[344..347] == b"n+1" || &bytes[344..347] == b"ni1")
 }
 
-/// Reads a NIfTI-1 volume.
+/// Reads a NIfTI-1 volume with the default [`Limits`].
 pub fn read_nifti(path: &Path) -> Result<Volume, DataError> {
-    let bytes = read_all(path)?;
-    nifti_from_bytes(path, &bytes, || read_all(&img_path(path)))
+    read_nifti_with(path, &Limits::default())
 }
 
-/// Parses NIfTI-1 bytes (already decompressed); `img` supplies the data of a `.hdr`/`.img` pair.
-/// `path` names the file in errors.
+/// Reads a NIfTI-1 volume within `limits`: the dimensions are checked before the data is read,
+/// and a `.nii.gz` is inflated only as far as its header says the data reaches.
+pub fn read_nifti_with(path: &Path, limits: &Limits) -> Result<Volume, DataError> {
+    let bytes = read_all(path, limits, 352, |head| layout(path, head, limits).map(|l| l.need()))?;
+    decode(path, &bytes, limits, |need| read_all(&img_path(path), limits, 0, |_| Ok(need)))
+}
+
+/// Parses NIfTI-1 bytes (already decompressed) with the default [`Limits`]; `img` supplies the
+/// data of a `.hdr`/`.img` pair. `path` names the file in errors.
 pub fn nifti_from_bytes(
     path: &Path,
     bytes: &[u8],
     img: impl FnOnce() -> Result<Vec<u8>, DataError>,
 ) -> Result<Volume, DataError> {
+    nifti_from_bytes_with(path, bytes, img, &Limits::default())
+}
+
+/// [`nifti_from_bytes`] within `limits`.
+pub fn nifti_from_bytes_with(
+    path: &Path,
+    bytes: &[u8],
+    img: impl FnOnce() -> Result<Vec<u8>, DataError>,
+    limits: &Limits,
+) -> Result<Volume, DataError> {
+    decode(path, bytes, limits, |_| img())
+}
+
+/// What a NIfTI-1 header says about its data.
+struct Layout {
+    be: bool,
+    dims: [usize; 4],
+    ty: RawType,
+    spacing: [f64; 3],
+    /// `n+1`: the data follows the header in the same file, at `offset`.
+    single: bool,
+    offset: usize,
+    count: usize,
+    slope: f32,
+    inter: f32,
+}
+
+impl Layout {
+    /// Bytes of the file (header and data) or of a `.img` (data only) the header declares.
+    fn need(&self) -> u64 {
+        let data = (self.count * self.ty.size()) as u64;
+        if self.single { self.offset as u64 + data } else { data }
+    }
+}
+
+/// Reads and checks the header (the first 348 bytes of `bytes`).
+fn layout(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Layout, DataError> {
     let bad = |m: String| DataError::new(path, Reason::Corrupt, m);
     if bytes.len() >= 4 && (i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) == 540) {
         return Err(DataError::new(path, Reason::Unsupported, "NIfTI-2 files are not supported"));
@@ -85,36 +129,54 @@ pub fn nifti_from_bytes(
             ));
         }
     };
+    let count = checked_count(path, "dim[1..4]", &dims, 1, limits)?;
     let spacing = [1, 2, 3].map(|i| {
         let v = f32_at(76 + 4 * i).abs() as f64;
         if v > 0.0 && v.is_finite() { v } else { 1.0 }
     });
-    let count: usize = dims.iter().product();
     let single = &bytes[344..347] == b"n+1";
+    let vox_offset = f32_at(108).max(352.0);
+    if single && vox_offset as f64 > limits.max_header_bytes as f64 {
+        return Err(too_large(path, "vox_offset", vox_offset, &show_bytes(limits.max_header_bytes)));
+    }
+    let (slope, inter) = (f32_at(112), f32_at(116));
+    Ok(Layout { be, dims, ty, spacing, single, offset: vox_offset as usize, count, slope, inter })
+}
+
+/// Decodes the volume of `bytes` (header, and data when single-file); `img(need)` reads the
+/// `need` data bytes of a `.hdr`/`.img` pair.
+fn decode(
+    path: &Path,
+    bytes: &[u8],
+    limits: &Limits,
+    img: impl FnOnce(u64) -> Result<Vec<u8>, DataError>,
+) -> Result<Volume, DataError> {
+    let bad = |m: String| DataError::new(path, Reason::Corrupt, m);
+    let l = layout(path, bytes, limits)?;
     let data_bytes: Vec<u8>;
-    let payload: &[u8] = if single {
-        let offset = f32_at(108).max(352.0) as usize;
-        if offset > bytes.len() {
-            return Err(bad(format!("vox_offset {offset} is past the end of the file ({} bytes)", bytes.len())));
+    let payload: &[u8] = if l.single {
+        if l.offset > bytes.len() {
+            return Err(bad(format!("vox_offset {} is past the end of the file ({} bytes)", l.offset, bytes.len())));
         }
-        &bytes[offset..]
+        &bytes[l.offset..]
     } else {
-        data_bytes = img()?;
+        data_bytes = img(l.need())?;
         &data_bytes
     };
-    let mut data = decode_raw(payload, ty, be, count).ok_or_else(|| {
+    let mut data = decode_raw(payload, l.ty, l.be, l.count).ok_or_else(|| {
         bad(format!(
-            "truncated: the header promises {count} voxels of {} bytes, the data holds {} bytes",
-            ty.size(),
+            "truncated: the header promises {} voxels of {} bytes, the data holds {} bytes",
+            l.count,
+            l.ty.size(),
             payload.len()
         ))
     })?;
-    let (slope, inter) = (f32_at(112), f32_at(116));
+    let (slope, inter) = (l.slope, l.inter);
     if slope != 0.0 && slope.is_finite() && (slope != 1.0 || inter != 0.0) {
         let inter = if inter.is_finite() { inter } else { 0.0 };
         data.iter_mut().for_each(|v| *v = *v * slope + inter);
     }
-    Ok(Volume { dims, spacing, data })
+    Ok(Volume { dims: l.dims, spacing: l.spacing, data })
 }
 
 fn img_path(hdr: &Path) -> PathBuf {
@@ -128,7 +190,7 @@ fn img_path(hdr: &Path) -> PathBuf {
 /// The voxel-to-world affine (RAS+, NIfTI sform rows) of a NIfTI-1 file: its sform when set,
 /// else a diagonal from the voxel sizes.
 pub fn nifti_affine(path: &Path) -> Result<[[f64; 4]; 3], DataError> {
-    let h = read_all(path)?;
+    let h = read_head(path, 352)?;
     if !sniff_nifti(&h) {
         return Err(DataError::new(path, Reason::Unsupported, "not a NIfTI-1 file"));
     }
@@ -208,9 +270,7 @@ pub fn write_nifti_affine(
         gz.write_all(&bytes).map_err(io)?;
         bytes = gz.finish().map_err(io)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    vismae_run::run_dir::write_atomic(path, &bytes).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))
 }
 
 /// Writes a volume (uint8 `labels`, else float32; a 4th dimension allowed, e.g. one frame per
@@ -218,7 +278,7 @@ pub fn write_nifti_affine(
 /// (qform, sform), spacing, units and byte order are kept; the data type, dimensions, scaling and
 /// offset are set for the data, which must have the template's x, y, z sizes.
 pub fn write_nifti_like(path: &Path, template: &Path, labels: &Volume, as_labels: bool) -> Result<(), DataError> {
-    let src = read_all(template)?;
+    let src = read_head(template, 352)?;
     if !sniff_nifti(&src) || &src[344..347] != b"n+1" {
         return Err(DataError::new(
             template,
@@ -272,7 +332,5 @@ pub fn write_nifti_like(path: &Path, template: &Path, labels: &Volume, as_labels
     } else {
         h
     };
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, &bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    vismae_run::run_dir::write_atomic(path, &bytes).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))
 }

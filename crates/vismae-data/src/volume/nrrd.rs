@@ -1,19 +1,24 @@
 //! NRRD (attached or detached data; raw or gzip encoding; a leading vector axis as channels).
 
-use std::io::Read;
 use std::path::Path;
 
-use super::{RawType, Volume, assemble, decode_raw, parse_floats, parse_usizes};
+use super::{RawType, Volume, assemble, checked_count, decode_raw, parse_floats, parse_usizes};
 use crate::error::{DataError, Reason};
+use crate::limits::{Limits, inflate_bounded};
 
 /// Whether `bytes` start an NRRD header.
 pub fn sniff_nrrd(bytes: &[u8]) -> bool {
     bytes.starts_with(b"NRRD000")
 }
 
-/// Reads an NRRD file (attached or detached raw/gzip data).
+/// Reads an NRRD file (attached or detached raw/gzip data) with the default [`Limits`].
 pub fn read_nrrd(path: &Path) -> Result<Volume, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::new(path, Reason::Io, e.to_string()))?;
+    read_nrrd_with(path, &Limits::default())
+}
+
+/// Reads an NRRD file within `limits`: `sizes` is checked before any data is read or inflated.
+pub fn read_nrrd_with(path: &Path, limits: &Limits) -> Result<Volume, DataError> {
+    let bytes = limits.read_file(path)?;
     let bad = |m: String| DataError::new(path, Reason::Corrupt, m);
     let mut pos = 0;
     let mut fields = std::collections::HashMap::new();
@@ -52,29 +57,31 @@ pub fn read_nrrd(path: &Path) -> Result<Volume, DataError> {
         }
     };
     let be = fields.get("endian").is_some_and(|e| e == "big");
-    let raw = match fields.get("data file").or(fields.get("datafile")) {
+    let count = checked_count(path, "sizes", &sizes, 1, limits)?;
+    let detached;
+    let raw: &[u8] = match fields.get("data file").or(fields.get("datafile")) {
         Some(f) => {
             let other = path.parent().unwrap_or(Path::new(".")).join(f);
-            std::fs::read(&other)
-                .map_err(|e| DataError::new(&other, Reason::Io, format!("data file of {}: {e}", path.display())))?
+            detached = limits.read_file(&other).map_err(|e| {
+                DataError::new(&other, e.reason, format!("data file of {}: {}", path.display(), e.message))
+            })?;
+            &detached
         }
-        None => bytes[pos..].to_vec(),
+        None => &bytes[pos..],
     };
-    let raw = match fields.get("encoding").map(String::as_str) {
+    let inflated;
+    let raw: &[u8] = match fields.get("encoding").map(String::as_str) {
         Some("raw") | None => raw,
         Some("gzip" | "gz") => {
-            let mut out = Vec::new();
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .map_err(|e| bad(format!("gzip data is damaged: {e}")))?;
-            out
+            let need = (count * ty.size()) as u64;
+            inflated = inflate_bounded(path, flate2::read::MultiGzDecoder::new(raw), need, "gzip data")?;
+            &inflated
         }
         Some(other) => {
             return Err(DataError::new(path, Reason::Unsupported, format!("NRRD encoding {other:?} is not supported")));
         }
     };
-    let count = sizes.iter().product::<usize>();
-    let data = decode_raw(&raw, ty, be, count).ok_or_else(|| {
+    let data = decode_raw(raw, ty, be, count).ok_or_else(|| {
         bad(format!("truncated: sizes {sizes:?} need {} bytes, the data holds {}", count * ty.size(), raw.len()))
     })?;
     // a leading non-spatial axis (kind "vector"/"RGB-color", or "none" for space directions) is channels

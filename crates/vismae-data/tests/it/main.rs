@@ -1,11 +1,13 @@
 //! The one integration-test binary of vismae-data: conversion against pydicom and nibabel
-//! references (`reference`), and bad input (`bad_input`).
+//! references (`reference`), bad input (`bad_input`), and hostile input against the size limits
+//! (`untrusted`).
 
 mod bad_input;
 mod dataset;
 mod labelled;
 mod modalities;
 mod reference;
+mod untrusted;
 
 use std::path::PathBuf;
 

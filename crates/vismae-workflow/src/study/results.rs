@@ -343,7 +343,7 @@ pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Resul
             }
         }
     }
-    std::fs::write(out.join("per_case.csv"), per_case).map_err(WorkflowError::io(out.join("per_case.csv")))?;
+    vismae_run::run_dir::write_atomic(&out.join("per_case.csv"), per_case.as_bytes())?;
     // paired statistics against the reference
     let ref_idx = study.inits.iter().position(|i| i.name == study.reference).unwrap_or(0);
     let mut stats = Vec::new();
@@ -374,7 +374,7 @@ pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Resul
             s.test
         );
     }
-    std::fs::write(out.join("stats.csv"), csv).map_err(WorkflowError::io(out.join("stats.csv")))?;
+    vismae_run::run_dir::write_atomic(&out.join("stats.csv"), csv.as_bytes())?;
     // tables: one per fraction, rows = inits, columns = dataset x metric, mean ± sd over folds
     let metrics_of = |d: usize| -> Vec<&'static str> {
         match study.datasets[d].task {
@@ -458,7 +458,7 @@ pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Resul
             vismae_report::html::md_table_html(&t)
         );
     }
-    std::fs::write(out.join("table.csv"), table_csv).map_err(WorkflowError::io(out.join("table.csv")))?;
+    vismae_run::run_dir::write_atomic(&out.join("table.csv"), table_csv.as_bytes())?;
     // what the headline metric of each dataset shows, in words
     let _ = writeln!(md, "## What the numbers show\n");
     for (d, ds) in study.datasets.iter().enumerate() {
@@ -560,7 +560,7 @@ pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Resul
             let _ = writeln!(md, "- {m}");
         }
     }
-    std::fs::write(out.join("report.md"), &md).map_err(WorkflowError::io(out.join("report.md")))?;
+    vismae_run::run_dir::write_atomic(&out.join("report.md"), md.as_bytes())?;
     let stats_html = vismae_report::html::md_table_html(
         md.split("## Paired differences").nth(1).and_then(|s| s.split("\n\n").nth(1)).unwrap_or_default(),
     );
@@ -568,7 +568,9 @@ pub fn write(study: &StudyFile, dir: &Path, cells: &[Cell], out: &Path) -> Resul
         "<h1>Study</h1>\n{html_tables}<h2>Paired differences against {}</h2>\n{stats_html}<h2>Figures</h2>\n{figs_html}",
         vismae_report::html::escape(&study.reference)
     );
-    std::fs::write(out.join("report.html"), vismae_report::html::page("vismae study", &body))
-        .map_err(WorkflowError::io(out.join("report.html")))?;
+    vismae_run::run_dir::write_atomic(
+        &out.join("report.html"),
+        vismae_report::html::page("vismae study", &body).as_bytes(),
+    )?;
     Ok((out, stats))
 }
