@@ -8,7 +8,7 @@ use std::fmt;
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
-use super::{StateDict, TensorEntry, Values, WeightError};
+use super::{ShapeMismatch, StateDict, TensorEntry, Values, WeightError};
 use crate::params::{Buffer, ParamIo, TorchLayout, burn_to_torch, torch_to_burn};
 use crate::{SimClr, SwinClassifier, SwinMae, SwinUnet};
 
@@ -44,23 +44,6 @@ impl<B: Backend> Visit<B> for SwinClassifier<B> {
 pub struct LoadOptions {
     /// Skip tensors whose shapes disagree (they are still listed) instead of failing.
     pub partial: bool,
-}
-
-/// A file tensor whose shape differs from the model's.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShapeMismatch {
-    /// Official key.
-    pub key: String,
-    /// Shape in the file.
-    pub file: Vec<usize>,
-    /// Shape the model needs.
-    pub model: Vec<usize>,
-}
-
-impl fmt::Display for ShapeMismatch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: file has {:?}, model needs {:?}", self.key, self.file, self.model)
-    }
 }
 
 /// What a load did, key by key.

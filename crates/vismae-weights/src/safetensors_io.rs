@@ -5,7 +5,7 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-use super::{StateDict, TensorEntry, Values, WeightError};
+use crate::{StateDict, TensorEntry, Values, WeightError};
 
 /// Decodes little-endian elements of `dtype` into f32 or i64 values.
 pub(crate) fn decode(dtype: &str, bytes: &[u8]) -> Option<Values> {
@@ -82,5 +82,5 @@ pub fn to_bytes(sd: &StateDict) -> Result<Vec<u8>, String> {
 /// Writes a state dict to `path` atomically (temporary file in the same folder, then rename).
 pub fn write(sd: &StateDict, path: &Path) -> Result<(), WeightError> {
     let bytes = to_bytes(sd).map_err(|reason| WeightError::Format { path: path.into(), reason })?;
-    crate::weights::write_atomic(path, &bytes)
+    crate::write_atomic(path, &bytes)
 }

@@ -2,6 +2,14 @@
 //! pickle machine that builds plain values, treats any class it does not know (an
 //! `argparse.Namespace`, a `GradScaler` state) as an opaque object, and materialises tensors
 //! from the archive's storages. The state dict is taken from `model`, `state_dict`, or the root.
+//!
+//! The file is untrusted: nothing it says is executed (globals are names, never imported), every
+//! value is shared rather than copied (a pickle that duplicates and nests a value n times holds n
+//! nodes, not 2^n), values are torn down without recursion (a million nested tuples, or a list
+//! that holds itself, cannot overflow the stack), errors describe values shallowly, archive
+//! entries are read no further than their declared sizes within [`MAX_ENTRY_BYTES`] (compressed
+//! ones within [`MAX_INFLATED_BYTES`]), and a
+//! tensor never holds more elements than its storage.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,8 +17,8 @@ use std::io::Read;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::safetensors_io::decode;
-use super::{StateDict, TensorEntry, Values, WeightError};
+use crate::safetensors_io::decode;
+use crate::{StateDict, TensorEntry, Values, WeightError};
 
 /// A pickled value. Containers are shared so that mutation after memoisation is seen everywhere.
 // Scalars and opaque objects are kept whole so that error messages can show them.
@@ -24,13 +32,77 @@ enum Value {
     Str(String),
     Bytes(Vec<u8>),
     List(Rc<RefCell<Vec<Value>>>),
-    Tuple(Vec<Value>),
+    Tuple(Rc<Vec<Value>>),
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
     Global(String, String),
-    Object(Box<Value>, Box<Value>),
+    Object(Rc<(Value, Value)>),
     Storage { dtype: String, key: String },
     Tensor(Rc<TensorRef>),
     Mark,
+}
+
+/// Largest archive entry (the pickle, or one tensor storage) read into memory: 8 GiB.
+pub const MAX_ENTRY_BYTES: u64 = 8 << 30;
+
+/// Largest entry inflated from a compressed one (torch.save writes none): 64 MiB.
+pub const MAX_INFLATED_BYTES: u64 = 64 << 20;
+
+impl Value {
+    /// A one-line description that never looks inside containers (their contents may be deep,
+    /// huge or cyclic).
+    fn describe(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool(b) => format!("{b}"),
+            Value::Int(i) => format!("{i}"),
+            Value::Float(f) => format!("{f}"),
+            Value::Str(s) => format!("{:?}", s.chars().take(60).collect::<String>()),
+            Value::Bytes(b) => format!("{} bytes", b.len()),
+            Value::List(l) => format!("a list of {}", l.try_borrow().map_or(0, |l| l.len())),
+            Value::Tuple(t) => format!("a tuple of {}", t.len()),
+            Value::Dict(d) => format!("a dict of {}", d.try_borrow().map_or(0, |d| d.len())),
+            Value::Global(m, n) => format!("{m}.{n}"),
+            Value::Object(o) => format!("an object of {}", o.0.describe()),
+            Value::Storage { dtype, key } => format!("a {dtype} storage {key:?}"),
+            Value::Tensor(t) => format!("a tensor of shape {:?}", t.shape),
+            Value::Mark => "MARK".into(),
+        }
+    }
+}
+
+/// Drops `values` without recursion: the contents of every container are moved out onto a
+/// work list first (shared containers are emptied too, which also breaks cycles), so each drop
+/// is shallow however deep the nesting.
+fn teardown(mut values: Vec<Value>) {
+    while let Some(v) = values.pop() {
+        match v {
+            Value::List(l) => {
+                if let Ok(mut l) = l.try_borrow_mut() {
+                    values.append(&mut l);
+                }
+            }
+            Value::Dict(d) => {
+                if let Ok(mut d) = d.try_borrow_mut() {
+                    for (k, v) in d.drain(..) {
+                        values.push(k);
+                        values.push(v);
+                    }
+                }
+            }
+            Value::Tuple(t) => {
+                if let Ok(t) = Rc::try_unwrap(t) {
+                    values.extend(t);
+                }
+            }
+            Value::Object(o) => {
+                if let Ok((a, b)) = Rc::try_unwrap(o) {
+                    values.push(a);
+                    values.push(b);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -71,6 +143,16 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+}
+
+impl Drop for Machine<'_> {
+    /// Tears every value down without recursion; values taken from the machine must be used
+    /// before it drops, since shared containers are emptied.
+    fn drop(&mut self) {
+        let mut all = std::mem::take(&mut self.stack);
+        all.extend(std::mem::take(&mut self.memo).into_values());
+        teardown(all);
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -127,7 +209,7 @@ impl<'a> Machine<'a> {
             }
             // attributes set on an opaque object: not needed
             Value::Object(..) => Ok(()),
-            other => Err(format!("SETITEM on a non-dict ({other:?})")),
+            other => Err(format!("SETITEM on a non-dict ({})", other.describe())),
         }
     }
 
@@ -138,13 +220,13 @@ impl<'a> Machine<'a> {
                 Ok(())
             }
             Value::Object(..) => Ok(()),
-            other => Err(format!("APPEND on a non-list ({other:?})")),
+            other => Err(format!("APPEND on a non-list ({})", other.describe())),
         }
     }
 
     fn reduce(&mut self, callable: Value, args: Value) -> Result<Value, String> {
-        let args_vec = match &args {
-            Value::Tuple(v) => v.clone(),
+        let args_vec: Vec<Value> = match &args {
+            Value::Tuple(v) => v.iter().take(4).cloned().collect(),
             _ => Vec::new(),
         };
         if let Value::Global(module, name) = &callable {
@@ -159,10 +241,10 @@ impl<'a> Machine<'a> {
                 _ => {}
             }
         }
-        Ok(Value::Object(Box::new(callable), Box::new(args)))
+        Ok(Value::Object(Rc::new((callable, args))))
     }
 
-    fn run(mut self) -> Result<Value, String> {
+    fn run(&mut self) -> Result<Value, String> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -177,11 +259,11 @@ impl<'a> Machine<'a> {
                 b'(' => self.stack.push(Value::Mark),
                 b'}' => self.stack.push(Value::Dict(Rc::default())),
                 b']' => self.stack.push(Value::List(Rc::default())),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
+                b')' => self.stack.push(Value::Tuple(Rc::default())),
                 0x8f => self.stack.push(Value::List(Rc::default())),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(Value::Tuple(Rc::new(items)));
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -189,7 +271,7 @@ impl<'a> Machine<'a> {
                         return Err(format!("pickle stack underflow at byte {at}"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(Value::Tuple(items));
+                    self.stack.push(Value::Tuple(Rc::new(items)));
                 }
                 b'l' | 0x91 => {
                     let items = self.pop_mark()?;
@@ -373,10 +455,10 @@ fn as_usize_list(v: &Value) -> Result<Vec<usize>, String> {
             .iter()
             .map(|i| match i {
                 Value::Int(n) if *n >= 0 => Ok(*n as usize),
-                other => Err(format!("expected a size, found {other:?}")),
+                other => Err(format!("expected a size, found {}", other.describe())),
             })
             .collect(),
-        other => Err(format!("expected a tuple of sizes, found {other:?}")),
+        other => Err(format!("expected a tuple of sizes, found {}", other.describe())),
     }
 }
 
@@ -389,28 +471,45 @@ fn rebuild_tensor(args: &[Value]) -> Result<Value, String> {
     Ok(Value::Tensor(Rc::new(TensorRef {
         dtype: dtype.clone(),
         key: key.clone(),
-        offset: *offset as usize,
+        offset: usize::try_from(*offset).map_err(|_| format!("negative storage offset {offset}"))?,
         shape: as_usize_list(size)?,
         stride: as_usize_list(stride)?,
     })))
 }
 
 fn persistent_load(pid: Value) -> Result<Value, String> {
-    let Value::Tuple(items) = pid else {
-        return Err("persistent id is not a tuple".into());
+    let Value::Tuple(items) = &pid else {
+        return Err(format!("persistent id is not a tuple ({})", pid.describe()));
     };
     match (items.first(), items.get(1), items.get(2)) {
         (Some(Value::Str(kind)), Some(Value::Global(_, class)), Some(Value::Str(key))) if kind == "storage" => {
             Ok(Value::Storage { dtype: storage_dtype(class).to_string(), key: key.clone() })
         }
-        _ => Err(format!("unsupported persistent id {items:?}")),
+        _ => Err(format!(
+            "unsupported persistent id ({})",
+            items.iter().map(Value::describe).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 
 /// Gathers a (possibly strided) tensor out of its storage bytes.
 fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
     let size = dtype_size(&t.dtype);
-    let numel: usize = t.shape.iter().product();
+    if t.shape.len() != t.stride.len() {
+        return Err(format!("tensor has {} sizes but {} strides", t.shape.len(), t.stride.len()));
+    }
+    let numel = t.shape.iter().try_fold(1usize, |a, &n| a.checked_mul(n));
+    let numel = numel.ok_or_else(|| format!("tensor shape {:?} overflows", t.shape))?;
+    let available = storage.len() / size;
+    if numel > available {
+        return Err(format!(
+            "tensor of shape {:?} has {numel} elements but its storage {} holds {available} (repeated storages are not supported)",
+            t.shape, t.key
+        ));
+    }
+    if numel == 0 {
+        return decode(&t.dtype, &[]).ok_or_else(|| format!("unsupported dtype {}", t.dtype));
+    }
     let contiguous_stride: Vec<usize> = {
         let mut s = vec![1usize; t.shape.len()];
         for i in (0..t.shape.len().saturating_sub(1)).rev() {
@@ -418,13 +517,13 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
         }
         s
     };
-    let max_index = t.offset + t.shape.iter().zip(&t.stride).map(|(&n, &s)| n.saturating_sub(1) * s).sum::<usize>();
-    if numel > 0 && (max_index + 1) * size > storage.len() {
+    let max_index =
+        t.shape.iter().zip(&t.stride).try_fold(t.offset, |acc, (&n, &s)| acc.checked_add((n - 1).checked_mul(s)?));
+    let max_index = max_index.unwrap_or(usize::MAX);
+    if max_index >= available {
         return Err(format!(
             "tensor of shape {:?} reaches element {max_index} but its storage {} holds {}",
-            t.shape,
-            t.key,
-            storage.len() / size
+            t.shape, t.key, available
         ));
     }
     let bytes: Vec<u8> = if t.stride == contiguous_stride || numel <= 1 {
@@ -446,6 +545,54 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
         out
     };
     decode(&t.dtype, &bytes).ok_or_else(|| format!("unsupported dtype {}", t.dtype))
+}
+
+/// Reads one archive entry whole, refusing one that declares more than [`MAX_ENTRY_BYTES`] or
+/// more than deflate can make of its compressed bytes, and never reading past its declared size.
+fn read_entry<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>, name: &str) -> Result<Vec<u8>, String> {
+    let f = zip.by_name(name).map_err(|e| e.to_string())?;
+    let (size, packed) = (f.size(), f.compressed_size());
+    let stored = f.compression() == zip::CompressionMethod::Stored;
+    // torch.save stores entries uncompressed, so a stored entry's bytes are in the file; a
+    // compressed one could inflate far past the file, and is refused past MAX_INFLATED_BYTES
+    if size > MAX_ENTRY_BYTES || (stored && size > packed) || (!stored && size > MAX_INFLATED_BYTES) {
+        let how = if stored { "stored" } else { "compressed" };
+        return Err(format!("the entry declares {size} bytes from {packed} {how} bytes: refused"));
+    }
+    let mut out = Vec::with_capacity(size.min(1 << 26) as usize);
+    f.take(size).read_to_end(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The tensors of the state dict `state` (string keys to tensors; other entries are skipped),
+/// their storages read from the archive under `prefix`.
+fn tensors<R: Read + std::io::Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    prefix: &str,
+    state: &Value,
+) -> Result<StateDict, String> {
+    let Value::Dict(items) = state else {
+        return Err(
+            "the checkpoint holds no state dict (no 'model' or 'state_dict' entry, and the root is not a dict)".into(),
+        );
+    };
+    let mut out = StateDict::default();
+    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let items = items.try_borrow().map_err(|_| "the state dict is in use".to_string())?;
+    for (k, v) in items.iter() {
+        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
+            continue;
+        };
+        if !storages.contains_key(&t.key) {
+            let entry = format!("{prefix}data/{}", t.key);
+            let bytes =
+                read_entry(zip, &entry).map_err(|e| format!("tensor {name}: cannot read storage {entry}: {e}"))?;
+            storages.insert(t.key.clone(), bytes);
+        }
+        let values = materialise(t, &storages[&t.key]).map_err(|e| format!("tensor {name}: {e}"))?;
+        out.tensors.insert(name.clone(), TensorEntry { shape: t.shape.clone(), values });
+    }
+    Ok(out)
 }
 
 fn dict_get(d: &Value, key: &str) -> Option<Value> {
@@ -474,35 +621,14 @@ pub fn read(path: &Path) -> Result<StateDict, WeightError> {
             return Err(fail("big-endian checkpoints are not supported".into()));
         }
     }
-    let mut pkl = Vec::new();
-    zip.by_name(&pkl_name)
-        .and_then(|mut f| f.read_to_end(&mut pkl).map_err(Into::into))
-        .map_err(|e| fail(format!("cannot read {pkl_name}: {e}")))?;
-    let machine = Machine { data: &pkl, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    let pkl = read_entry(&mut zip, &pkl_name).map_err(|e| fail(format!("cannot read {pkl_name}: {e}")))?;
+    let mut machine = Machine { data: &pkl, pos: 0, stack: Vec::new(), memo: HashMap::new() };
     let root = machine.run().map_err(|e| fail(format!("cannot unpickle {pkl_name}: {e}")))?;
-    let state = dict_get(&root, "model").or_else(|| dict_get(&root, "state_dict")).unwrap_or(root);
-    let Value::Dict(items) = state else {
-        return Err(fail(
-            "the checkpoint holds no state dict (no 'model' or 'state_dict' entry, and the root is not a dict)".into(),
-        ));
-    };
-    let mut out = StateDict::default();
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
-    for (k, v) in items.borrow().iter() {
-        let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
-            continue;
-        };
-        if !storages.contains_key(&t.key) {
-            let mut bytes = Vec::new();
-            let entry = format!("{prefix}data/{}", t.key);
-            zip.by_name(&entry)
-                .and_then(|mut f| f.read_to_end(&mut bytes).map_err(Into::into))
-                .map_err(|e| fail(format!("tensor {name}: cannot read storage {entry}: {e}")))?;
-            storages.insert(t.key.clone(), bytes);
-        }
-        let values = materialise(t, &storages[&t.key]).map_err(|e| fail(format!("tensor {name}: {e}")))?;
-        out.tensors.insert(name.clone(), TensorEntry { shape: t.shape.clone(), values });
-    }
+    // the machine (its stack and memo share the values) is torn down when this function returns
+    let state = dict_get(&root, "model").or_else(|| dict_get(&root, "state_dict")).unwrap_or_else(|| root.clone());
+    let result = tensors(&mut zip, &prefix, &state).map_err(fail);
+    teardown(vec![state, root]);
+    let out = result?;
     if out.tensors.is_empty() {
         return Err(fail("the state dict holds no tensors".into()));
     }
@@ -514,7 +640,11 @@ mod tests {
     use super::*;
 
     fn run(bytes: &[u8]) -> Result<Value, String> {
-        Machine { data: bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() }.run()
+        // the machine's teardown would empty the shared containers the test looks into
+        let mut m = Machine { data: bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+        let v = m.run();
+        std::mem::forget(m);
+        v
     }
 
     #[test]
@@ -559,5 +689,70 @@ mod tests {
         assert_eq!(materialise(&t, &storage).unwrap(), Values::F32(vec![0., 3., 1., 4., 2., 5.]));
         let short = TensorRef { shape: vec![4, 2], ..t };
         assert!(materialise(&short, &storage).is_err());
+    }
+
+    /// A zip-format checkpoint holding `pkl` as its pickle (and nothing else).
+    fn checkpoint(name: &str, pkl: &[u8]) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = std::env::temp_dir().join(format!("vismae-pth-{}-{name}.pth", std::process::id()));
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("archive/data.pkl", opts).unwrap();
+        zip.write_all(pkl).unwrap();
+        zip.finish().unwrap();
+        std::fs::write(&path, buf.into_inner()).unwrap();
+        path
+    }
+
+    #[test]
+    fn hostile_pickles_are_bounded_in_time_memory_and_stack() {
+        let started = std::time::Instant::now();
+        // 64 doublings (DUP, TUPLE2): 2^64 leaves if values were copied, 65 nodes when shared
+        let mut p = vec![0x80, 2, b')'];
+        p.extend((0..64).flat_map(|_| [b'2', 0x86]));
+        p.push(b'.');
+        assert!(matches!(run(&p), Ok(Value::Tuple(t)) if t.len() == 2));
+        // two million nested tuples (one byte each) as the root: refused, and torn down without
+        // recursion when the reader returns
+        let mut deep = vec![0x80, 2, b')'];
+        deep.extend(std::iter::repeat_n(0x85, 2_000_000));
+        deep.push(b'.');
+        let e = read(&checkpoint("deep", &deep)).unwrap_err().to_string();
+        assert!(e.contains("holds no state dict"), "{e}");
+        // the same nesting left on the stack of a pickle that stops early
+        let e = read(&checkpoint("deep-cut", &deep[..deep.len() - 1])).unwrap_err().to_string();
+        assert!(e.contains("truncated"), "{e}");
+        // a list that holds itself, then a SETITEM on it: described shallowly, no endless print
+        let cyclic = [0x80, 2, b']', b'q', 0, b'h', 0, b'a', b'K', 1, b'K', 2, b's', b'.'];
+        let e = read(&checkpoint("cyclic", &cyclic)).unwrap_err().to_string();
+        assert!(e.contains("SETITEM on a non-dict (a list of 1)"), "{e}");
+        // a deflated pickle of 65 MiB (a zip bomb's shape; torch.save never compresses)
+        let mut bomb = vec![0x80, 2, b'N', b'.'];
+        bomb.resize(65 << 20, b'N');
+        let e = read(&checkpoint("bomb", &bomb)).unwrap_err().to_string();
+        assert!(e.contains("compressed bytes: refused"), "{e}");
+        assert!(started.elapsed().as_secs_f64() < 10.0, "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn tensors_never_hold_more_than_their_storage() {
+        let storage = vec![0u8; 16];
+        let t = |shape: Vec<usize>, stride: Vec<usize>, offset: usize| TensorRef {
+            dtype: "F32".into(),
+            key: "0".into(),
+            offset,
+            shape,
+            stride,
+        };
+        // a stride-0 view claiming 10^12 elements of a 4-element storage
+        let e = materialise(&t(vec![1_000_000, 1_000_000], vec![0, 0], 0), &storage).unwrap_err();
+        assert!(e.contains("repeated storages are not supported"), "{e}");
+        // sizes whose product overflows, strides reaching past the storage, mismatched ranks
+        assert!(materialise(&t(vec![usize::MAX, 3], vec![3, 1], 0), &storage).unwrap_err().contains("overflows"));
+        assert!(materialise(&t(vec![2], vec![usize::MAX], 0), &storage).unwrap_err().contains("reaches element"));
+        assert!(materialise(&t(vec![2], vec![1], usize::MAX), &storage).unwrap_err().contains("reaches element"));
+        assert!(materialise(&t(vec![2], vec![1, 1], 0), &storage).unwrap_err().contains("2 strides"));
+        assert_eq!(materialise(&t(vec![0, 5], vec![5, 1], 9), &storage).unwrap(), Values::F32(vec![]));
     }
 }

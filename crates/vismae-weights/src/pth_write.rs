@@ -7,7 +7,7 @@ use std::path::Path;
 
 use zip::write::SimpleFileOptions;
 
-use super::{StateDict, Values, WeightError};
+use crate::{StateDict, Values, WeightError};
 
 struct Pickler {
     out: Vec<u8>,
@@ -127,5 +127,5 @@ pub fn write(sd: &StateDict, path: &Path) -> Result<(), WeightError> {
         put(format!("{stem}/version"), b"3\n").map_err(fail)?;
         zip.finish().map_err(|e| fail(e.to_string()))?;
     }
-    super::write_atomic(path, &buf.into_inner())
+    crate::write_atomic(path, &buf.into_inner())
 }
