@@ -9,6 +9,11 @@ mod modalities;
 mod reference;
 mod untrusted;
 
+/// The fuzz targets' harness (`fuzz/src/harness.rs`): `bad_input` replays the findings through
+/// exactly what the fuzzer ran.
+#[path = "../../../../fuzz/src/harness.rs"]
+mod harness;
+
 use std::path::PathBuf;
 
 /// A path under the repository's `testdata/`.
