@@ -2,8 +2,10 @@
 """Writes small hostile image files into OUTDIR (python3 standard library only), one per way an
 untrusted header can make a reader allocate or recurse without bound: DICOM (deep nesting, lengths
 past the file, a huge pixel matrix, header amplification, a deflate bomb), NIfTI/MetaImage/NRRD
-(huge dimensions, gzip bombs) and PNG/JPEG (huge dimensions). Used by scripts/peak-memory.sh; the
-Rust tests craft their own (crates/vismae-data/tests/it/untrusted.rs).
+(huge dimensions, gzip bombs), PNG/JPEG (huge dimensions) and PyTorch checkpoints (pickles that
+nest, double or hold themselves, a zip bomb, a tensor far larger than its storage). Used by
+scripts/peak-memory.sh; the Rust tests craft their own (crates/vismae-data/tests/it/untrusted.rs,
+crates/vismae-weights/src/pth.rs).
 
     python3 scripts/craft-hostile.py OUTDIR
 """
@@ -12,6 +14,8 @@ import os
 import struct
 import sys
 import zlib
+import io
+import zipfile
 
 
 def dicom_meta(ts="1.2.840.10008.1.2.1"):
@@ -118,6 +122,34 @@ def files():
     yield "jpeg_65535x65535.jpg", jpeg(65535, 65535)
 
 
+def checkpoint(pkl, method=zipfile.ZIP_STORED):
+    """A zip-format PyTorch checkpoint holding only `pkl` as its pickle."""
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", method) as z:
+        z.writestr("archive/data.pkl", pkl)
+    return b.getvalue()
+
+
+def pickles():
+    yield "pth_nested_tuples_4m.pth", checkpoint(b"\x80\x02)" + b"\x85" * 4_000_000 + b".")
+    yield "pth_doubling_64.pth", checkpoint(b"\x80\x02)" + b"2\x86" * 64 + b".")
+    cyclic = b"\x80\x02]q\x00h\x00aK\x01K\x02s."
+    yield "pth_cyclic_list.pth", checkpoint(cyclic)
+    yield "pth_zip_bomb_1gib.pth", checkpoint(b"\x80\x02" + b"N" * (1 << 30) + b".", zipfile.ZIP_DEFLATED)
+    # a tensor of 10^12 elements on a 4-element storage (stride 0)
+    pkl = (
+        b"\x80\x02}X\x01\x00\x00\x00w"
+        + b"ctorch._utils\n_rebuild_tensor_v2\n("
+        + b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x04tQ"
+        + b"K\x00J\x40\x42\x0f\x00J\x40\x42\x0f\x00\x86K\x00K\x00\x86\x89)tRs."
+    )
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/data/0", b"\0" * 16)
+    yield "pth_stride0_1e12.pth", b.getvalue()
+
+
 def gzip(data):
     c = zlib.compressobj(9, zlib.DEFLATED, 31)
     return c.compress(data) + c.flush()
@@ -139,7 +171,7 @@ def main():
         sys.exit(__doc__)
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    for name, data in files():
+    for name, data in list(files()) + list(pickles()):
         with open(os.path.join(out, name), "wb") as f:
             f.write(data)
         print(f"{name}\t{len(data)}")

@@ -58,10 +58,13 @@ for t in "${targets[@]}"; do
     cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$seconds" -timeout=10 -malloc_limit_mb=512 \
         -rss_limit_mb=2048 -max_len=1048576 -print_final_stats=1 -fork=1 -ignore_crashes=1 \
         -ignore_ooms=1 -ignore_timeouts=1 > "$log" 2>&1 || true
-    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | awk '{s += $2} END {print s + 0}')
-    [ "$runs" -gt 0 ] || runs=$(grep -oE '#[0-9]+' "$log" | tail -1 | tr -d '#')
+    # fork mode's status lines: "#RUNS: cov: ... oom/timeout/crash: O/T/C time: ..."
+    last="$( (grep -E '^#[0-9]+: cov' "$log" || true) | tail -1)"
+    runs="$(echo "$last" | sed -nE 's/^#([0-9]+):.*/\1/p')"
+    runs="${runs:-0}"
+    otc="$(echo "$last" | sed -nE 's|.*oom/timeout/crash: ([0-9]+/[0-9]+/[0-9]+).*|\1|p')"
     after=$(find "artifacts/$t" -type f | wc -l)
-    printf '%-10s %12s %10s %8s %9s\n' "$t" "${runs:-0}" "$(( ${runs:-0} / seconds ))" \
-        "$(find "corpus/$t" -type f | wc -l)" "$((after - before))"
+    printf '%-10s %12s %10s %8s %9s  %s\n' "$t" "$runs" "$((runs / seconds))" \
+        "$(find "corpus/$t" -type f | wc -l)" "$((after - before))" "oom/timeout/crash ${otc:-?}"
 done
 echo "logs and findings: fuzz/artifacts/TARGET(.log)"

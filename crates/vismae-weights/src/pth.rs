@@ -47,6 +47,11 @@ pub const MAX_ENTRY_BYTES: u64 = 8 << 30;
 /// Largest entry inflated from a compressed one (torch.save writes none): 64 MiB.
 pub const MAX_INFLATED_BYTES: u64 = 64 << 20;
 
+/// Most pickle opcodes run (each makes at most one value, of about 100 bytes held): 2,000,000,
+/// so a pickle can make the machine hold about 200 MiB at most. The official VIS-MAE checkpoint's
+/// pickle has 27,866.
+pub const MAX_OPS: usize = 2_000_000;
+
 impl Value {
     /// A one-line description that never looks inside containers (their contents may be deep,
     /// huge or cyclic).
@@ -245,7 +250,7 @@ impl<'a> Machine<'a> {
     }
 
     fn run(&mut self) -> Result<Value, String> {
-        loop {
+        for _ in 0..MAX_OPS {
             let at = self.pos;
             let op = self.u8()?;
             match op {
@@ -446,6 +451,9 @@ impl<'a> Machine<'a> {
                 }
             }
         }
+        Err(format!(
+            "the pickle runs more than {MAX_OPS} opcodes without stopping (refused: real checkpoints run tens of thousands)"
+        ))
     }
 }
 
@@ -713,10 +721,10 @@ mod tests {
         p.extend((0..64).flat_map(|_| [b'2', 0x86]));
         p.push(b'.');
         assert!(matches!(run(&p), Ok(Value::Tuple(t)) if t.len() == 2));
-        // two million nested tuples (one byte each) as the root: refused, and torn down without
+        // nearly MAX_OPS nested tuples (one byte each) as the root: refused, and torn down without
         // recursion when the reader returns
         let mut deep = vec![0x80, 2, b')'];
-        deep.extend(std::iter::repeat_n(0x85, 2_000_000));
+        deep.extend(std::iter::repeat_n(0x85, MAX_OPS - 10));
         deep.push(b'.');
         let e = read(&checkpoint("deep", &deep)).unwrap_err().to_string();
         assert!(e.contains("holds no state dict"), "{e}");
@@ -727,6 +735,11 @@ mod tests {
         let cyclic = [0x80, 2, b']', b'q', 0, b'h', 0, b'a', b'K', 1, b'K', 2, b's', b'.'];
         let e = read(&checkpoint("cyclic", &cyclic)).unwrap_err().to_string();
         assert!(e.contains("SETITEM on a non-dict (a list of 1)"), "{e}");
+        // a pickle that never stops: at most MAX_OPS opcodes
+        let mut endless = vec![0x80, 2];
+        endless.extend(std::iter::repeat_n(b'N', MAX_OPS + 1));
+        let e = read(&checkpoint("endless", &endless)).unwrap_err().to_string();
+        assert!(e.contains("more than 2000000 opcodes"), "{e}");
         // a deflated pickle of 65 MiB (a zip bomb's shape; torch.save never compresses)
         let mut bomb = vec![0x80, 2, b'N', b'.'];
         bomb.resize(65 << 20, b'N');
