@@ -20,9 +20,11 @@ pub enum CasesArg {
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// Run folder of `vismae finetune seg` or `finetune cls` (config.json, best.safetensors).
-    #[arg(long)]
-    model: PathBuf,
+    /// Run folder of `vismae finetune seg` or `finetune cls` (config.json, best.safetensors);
+    /// given again (`--model RUN1 --model RUN2 ...`, e.g. the folds of a study) the runs average
+    /// their probabilities, and must agree on classes and preprocessing.
+    #[arg(long, required = true)]
+    model: Vec<PathBuf>,
     /// Images, volumes, or folders holding a DICOM series (for runs on several channels:
     /// CASE_0000, CASE_0001, ... files, grouped by case).
     #[arg(required_unless_present = "data")]
@@ -43,11 +45,15 @@ pub struct PredictArgs {
     /// Also write class probabilities (segmentation).
     #[arg(long)]
     probabilities: bool,
+    /// Segmentation without test-time augmentation (by default the probabilities are averaged
+    /// over the image's four mirrorings); what validation scores.
+    #[arg(long)]
+    no_tta: bool,
 }
 
 pub fn run(a: PredictArgs) -> anyhow::Result<()> {
     let req = PredictRequest {
-        model: a.model,
+        models: a.model,
         inputs: a.inputs,
         data: a.data,
         cases: match a.cases {
@@ -56,7 +62,7 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             CasesArg::Test => Cases::Test,
         },
         out: a.out,
-        options: PredictOptions { overlay: a.overlay, probabilities: a.probabilities },
+        options: PredictOptions { overlay: a.overlay, probabilities: a.probabilities, tta: !a.no_tta },
     };
     let pb = vismae_run::RunDir::bar(0, 0, "predict", "cases");
     let s = predict::predict::<Backend>(&req, &device(), &|done, total, written| {
@@ -73,9 +79,15 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             s.classes.join(", "),
             s.written.first().map(|p| p.display().to_string()).unwrap_or_default()
         ),
-        vismae_run::Task::Segmentation => {
-            println!("{} inputs segmented in {:.1} s into {}", s.cases, s.seconds, req.out.display())
-        }
+        vismae_run::Task::Segmentation => println!(
+            "{} inputs segmented in {:.1} s into {} ({} run{}, {})",
+            s.cases,
+            s.seconds,
+            req.out.display(),
+            req.models.len(),
+            if req.models.len() == 1 { "" } else { "s averaged" },
+            if req.options.tta { "mirroring test-time augmentation" } else { "no test-time augmentation" }
+        ),
     }
     Ok(())
 }

@@ -37,6 +37,44 @@ pub fn seg_probabilities<B: Backend>(
     probs.into_data().convert::<f32>().to_vec().unwrap_or_default()
 }
 
+/// Softmax probabilities `[b, classes, S, S]` (flat) of a chunk of prepared inputs, averaged
+/// over `models` (a fold ensemble: runs that agree on classes and preprocessing, see
+/// [`SegNet::check_ensemble`]) and, with `mirror`, over the input's four mirrorings (none,
+/// left-right, up-down, both; each prediction mirrored back), as nnU-Net's test-time
+/// augmentation does for 2-D. One model without mirroring gives [`seg_probabilities`] exactly.
+pub fn seg_probabilities_mean<B: Backend>(
+    models: &[&SwinUnet<B>],
+    spec: &Preprocess,
+    chunk: &[&Planes],
+    mirror: bool,
+    device: &B::Device,
+) -> Vec<f32> {
+    if let ([model], false) = (models, mirror) {
+        return seg_probabilities(model, spec, chunk, device);
+    }
+    let planes = chunk.first().map_or(1, |p| p.planes);
+    let data: Vec<f32> = chunk.iter().flat_map(|p| p.data.iter().copied()).collect();
+    let x = crate::input::batch::<B>(spec, &data, chunk.len(), planes, device);
+    let mirrors: &[&[isize]] = if mirror { &[&[], &[3], &[2], &[2, 3]] } else { &[&[]] };
+    let mut sum: Option<Tensor<B, 4>> = None;
+    for model in models {
+        for axes in mirrors {
+            let flip = |t: Tensor<B, 4>| match axes.len() {
+                0 => t,
+                1 => t.flip([axes[0]]),
+                _ => t.flip([axes[0], axes[1]]),
+            };
+            let p = flip(softmax(forward_split(flip(x.clone()), |x| model.forward(x)), 1));
+            sum = Some(match sum {
+                None => p,
+                Some(s) => s + p,
+            });
+        }
+    }
+    let n = (models.len() * mirrors.len()) as f32;
+    sum.map(|s| (s / n).into_data().convert::<f32>().to_vec().unwrap_or_default()).unwrap_or_default()
+}
+
 /// Class index per pixel of one image's `classes` probability planes of `px` pixels: the first
 /// of equal maxima, as `torch.argmax`.
 pub fn argmax_labels(probs: &[f32], classes: usize, px: usize) -> Vec<u8> {
@@ -124,6 +162,48 @@ impl<B: Backend> SegNet<B> {
     pub fn batch_size(&self) -> usize {
         self.config.seg().map_or(8, |s| s.batch_size).max(1)
     }
+
+    /// Checks that `nets` (loaded from `runs`) can be averaged: the same classes (count and
+    /// names), the same preprocessing and the same plane as the first; else an error saying how
+    /// each differs.
+    pub fn check_ensemble(nets: &[SegNet<B>], runs: &[std::path::PathBuf]) -> Result<()> {
+        let describe = |n: &SegNet<B>| {
+            let mut v = serde_json::to_value(&n.config.preprocess).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("classes".into(), serde_json::json!(n.classes));
+                o.insert("class names".into(), serde_json::json!(n.config.classes));
+                o.insert("plane".into(), serde_json::json!(format!("{:?}", n.config.seg().map(|s| s.plane))));
+            }
+            v
+        };
+        check_agreement(nets.iter().map(describe).collect(), runs)
+    }
+}
+
+/// Checks that every run's description (a JSON object of what must agree) equals the first's;
+/// the error lists, for each run that differs, the fields and both values.
+pub fn check_agreement(described: Vec<serde_json::Value>, runs: &[std::path::PathBuf]) -> Result<()> {
+    let Some(first) = described.first() else { return Ok(()) };
+    let mut problems = Vec::new();
+    for (d, run) in described.iter().zip(runs).skip(1) {
+        let (Some(a), Some(b)) = (first.as_object(), d.as_object()) else { continue };
+        let diffs: Vec<String> = a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, v)| format!("{k} {} (first run: {v})", b.get(k).cloned().unwrap_or_default()))
+            .collect();
+        if !diffs.is_empty() {
+            problems.push(format!("{}: {}", run.display(), diffs.join(", ")));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::invalid(format!(
+        "the runs of an ensemble must agree on classes and preprocessing; {} against {}",
+        problems.join("; "),
+        runs[0].display()
+    )))
 }
 
 /// A fine-tuned classifier with the config it was trained with.
@@ -161,6 +241,20 @@ impl<B: Backend> ClsNet<B> {
         self.config.cls().map_or(16, |s| s.batch_size).max(1)
     }
 
+    /// Checks that `nets` (loaded from `runs`) can be averaged: the same classes, label mode and
+    /// preprocessing as the first; else an error saying how each differs.
+    pub fn check_ensemble(nets: &[ClsNet<B>], runs: &[std::path::PathBuf]) -> Result<()> {
+        let describe = |n: &ClsNet<B>| {
+            let mut v = serde_json::to_value(&n.config.preprocess).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("classes".into(), serde_json::json!(n.classes));
+                o.insert("multi-label".into(), serde_json::json!(n.multi_label));
+            }
+            v
+        };
+        check_agreement(nets.iter().map(describe).collect(), runs)
+    }
+
     /// Class probabilities of prepared inputs, in chunks of the run's batch size.
     pub fn probabilities(&self, inputs: &[Planes], device: &B::Device) -> Vec<Vec<f64>> {
         let refs: Vec<&Planes> = inputs.iter().collect();
@@ -169,5 +263,77 @@ impl<B: Backend> ClsNet<B> {
                 cls_probabilities(cls_logits(&self.model, &self.config.preprocess, chunk, device), self.multi_label)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vismae_model::Variant;
+    use vismae_run::{Channels, InputNorm, Intensity};
+
+    type B = burn::backend::Flex;
+
+    fn mirrored(img: &[f32], n: usize, lr: bool, ud: bool) -> Vec<f32> {
+        (0..n * n)
+            .map(|i| {
+                let (y, x) = (i / n, i % n);
+                img[(if ud { n - 1 - y } else { y }) * n + if lr { n - 1 - x } else { x }]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn test_time_augmentation_averages_the_four_mirrored_passes_and_ensembles_average_the_runs() {
+        let device = Default::default();
+        let n = 32;
+        let spec = Preprocess {
+            size: n,
+            in_chans: 1,
+            channels: Channels::Grey,
+            intensity: Intensity::Stored,
+            norm: InputNorm::None,
+        };
+        let nets: Vec<SwinUnet<B>> =
+            (0..2).map(|_| crate::seeds::locked(|| Variant::Tiny.unet(1, 3).init::<B>(&device))).collect();
+        let img: Vec<f32> = (0..n * n).map(|i| ((i * 37 % 101) as f32 / 101.0) + (i / n) as f32 / n as f32).collect();
+        let input = Planes { planes: 1, size: n, data: img.clone() };
+        let one = seg_probabilities(&nets[0], &spec, &[&input], &device);
+        // one run, no mirroring: the plain pass, bit for bit
+        assert_eq!(seg_probabilities_mean(&[&nets[0]], &spec, &[&input], false, &device), one);
+        // mirroring: the mean of the four passes on mirrored inputs, each mirrored back
+        let mut want = vec![0f32; 3 * n * n];
+        for (lr, ud) in [(false, false), (true, false), (false, true), (true, true)] {
+            let m = Planes { planes: 1, size: n, data: mirrored(&img, n, lr, ud) };
+            let p = seg_probabilities(&nets[0], &spec, &[&m], &device);
+            for c in 0..3 {
+                let back = mirrored(&p[c * n * n..(c + 1) * n * n], n, lr, ud);
+                want[c * n * n..(c + 1) * n * n].iter_mut().zip(back).for_each(|(w, b)| *w += b / 4.0);
+            }
+        }
+        let tta = seg_probabilities_mean(&[&nets[0]], &spec, &[&input], true, &device);
+        assert!(tta.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "TTA is not the mean of the mirrored passes");
+        assert_ne!(tta, one, "the mirrored passes of an asymmetric network differ");
+        // which makes the prediction of a mirrored image the mirror of the prediction
+        let flipped = Planes { planes: 1, size: n, data: mirrored(&img, n, true, false) };
+        let tta_flipped = seg_probabilities_mean(&[&nets[0]], &spec, &[&flipped], true, &device);
+        for c in 0..3 {
+            let back = mirrored(&tta_flipped[c * n * n..(c + 1) * n * n], n, true, false);
+            assert!(back.iter().zip(&tta[c * n * n..(c + 1) * n * n]).all(|(a, b)| (a - b).abs() < 1e-5));
+        }
+        // an ensemble: the mean of its runs' probabilities
+        let other = seg_probabilities(&nets[1], &spec, &[&input], &device);
+        let both = seg_probabilities_mean(&[&nets[0], &nets[1]], &spec, &[&input], false, &device);
+        assert!(both.iter().zip(one.iter().zip(&other)).all(|(m, (a, b))| (m - (a + b) / 2.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn runs_that_disagree_are_named_with_what_differs() {
+        let a = serde_json::json!({"size": 64, "classes": 3, "norm": "MinMax"});
+        let b = serde_json::json!({"size": 96, "classes": 3, "norm": "MinMax"});
+        let runs = [std::path::PathBuf::from("fold0"), std::path::PathBuf::from("fold1")];
+        assert!(check_agreement(vec![a.clone(), a.clone()], &runs).is_ok());
+        let e = check_agreement(vec![a, b], &runs).unwrap_err().to_string();
+        assert!(e.contains("fold1: size 96 (first run: 64)") && e.contains("against fold0"), "{e}");
     }
 }

@@ -22,15 +22,19 @@ use vismae_data::{DataError, Reason};
 use vismae_run::{Channels, Preprocess};
 
 use crate::error::{Result, TrainError};
-use crate::infer::{ClsNet, SegNet, argmax_labels, labels_to_size, seg_probabilities};
+use crate::infer::{ClsNet, SegNet, argmax_labels, labels_to_size, seg_probabilities_mean};
 
-/// What `predict` writes besides the masks.
+/// What `predict` writes besides the masks, and how it predicts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PredictOptions {
     /// Colour overlays.
     pub overlay: bool,
     /// Class probabilities.
     pub probabilities: bool,
+    /// Test-time augmentation: segmentation probabilities averaged over the input's four
+    /// mirrorings (`vismae predict` turns it on unless `--no-tta`; validation and studies score
+    /// without it, so that a run's logged Dice is what `predict --no-tta` + `evaluate` give).
+    pub tta: bool,
 }
 
 /// A file's name without its image extension (`case_0000.nii.gz` -> `case_0000`).
@@ -393,17 +397,21 @@ struct Pending {
 
 /// Segments `cases` (each `(name, image files or a DICOM series folder)`) into `out` (which must
 /// exist), outputs named after the cases; `progress(case, written)` is called as each case is
-/// written. The images of all cases are predicted in order in chunks of the run's batch size, as
-/// validation predicts the validation cases, so a run's logged validation Dice is what
-/// `evaluate seg` gives these outputs.
+/// written. The images of all cases are predicted in order in chunks of the first run's batch
+/// size, as validation predicts the validation cases, so a run's logged validation Dice is what
+/// `evaluate seg` gives these outputs (one run, no test-time augmentation). Several runs (a fold
+/// ensemble, checked by [`SegNet::check_ensemble`]) average their softmax probabilities; with
+/// `opts.tta` so do the four mirrorings of each image.
 pub fn segment_cases<B: Backend>(
-    net: &SegNet<B>,
+    nets: &[SegNet<B>],
     cases: &[(String, Vec<PathBuf>)],
     out: &Path,
     opts: PredictOptions,
     device: &B::Device,
     progress: &mut dyn FnMut(&str, &[PathBuf]),
 ) -> Result<Vec<PathBuf>> {
+    let net = nets.first().ok_or_else(|| TrainError::invalid("no model to predict with"))?;
+    let models: Vec<_> = nets.iter().map(|n| &n.model).collect();
     let spec = &net.config.preprocess;
     let plane = net.config.seg().map(|s| s.plane).unwrap_or_default();
     let (n, c, batch) = (spec.size, net.classes, net.batch_size());
@@ -422,7 +430,7 @@ pub fn segment_cases<B: Backend>(
         while queue.len() >= batch || (all && !queue.is_empty()) {
             let take: Vec<(usize, usize, Planes)> = queue.drain(..batch.min(queue.len())).collect();
             let inputs: Vec<&Planes> = take.iter().map(|t| &t.2).collect();
-            let p = seg_probabilities(&net.model, spec, &inputs, device);
+            let p = seg_probabilities_mean(&models, spec, &inputs, opts.tta, device);
             for (i, (case, img, _)) in take.iter().enumerate() {
                 let slot = &mut pending[case - *first_case];
                 let (w, h) = (slot.case.images[*img][0].width, slot.case.images[*img][0].height);
@@ -472,11 +480,23 @@ pub fn segment_cases<B: Backend>(
     Ok(written)
 }
 
-/// Class probabilities of cases (each its image files) by a fine-tuned classifier.
-pub fn classify<B: Backend>(net: &ClsNet<B>, cases: &[Vec<PathBuf>], device: &B::Device) -> Result<Vec<Vec<f64>>> {
+/// Class probabilities of cases (each its image files) by a fine-tuned classifier, or the mean
+/// of several (a fold ensemble, checked by [`ClsNet::check_ensemble`]).
+pub fn classify<B: Backend>(nets: &[ClsNet<B>], cases: &[Vec<PathBuf>], device: &B::Device) -> Result<Vec<Vec<f64>>> {
+    let net = nets.first().ok_or_else(|| TrainError::invalid("no model to predict with"))?;
     let spec = &net.config.preprocess;
     let inputs = cases.iter().map(|files| crate::finetune::cls::case_input(files, spec)).collect::<Result<Vec<_>>>()?;
-    Ok(net.probabilities(&inputs, device))
+    let mut mean = net.probabilities(&inputs, device);
+    for other in &nets[1..] {
+        for (m, p) in mean.iter_mut().zip(other.probabilities(&inputs, device)) {
+            m.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+    }
+    let k = nets.len() as f64;
+    if nets.len() > 1 {
+        mean.iter_mut().for_each(|row| row.iter_mut().for_each(|v| *v /= k));
+    }
+    Ok(mean)
 }
 
 /// Writes `predictions.csv` in the `vismae evaluate cls` format: one row per `(id, label if known,

@@ -1,7 +1,8 @@
 //! `vismae predict`: a fine-tuned run over image files, volumes and DICOM series folders, or over
 //! the cases of a labelled set (all, or the run's validation cases), each case prepared as the
 //! run was trained. Segmentation writes masks (and overlays, probabilities) per case;
-//! classification writes `predictions.csv` in the `evaluate cls` format.
+//! classification writes `predictions.csv` in the `evaluate cls` format. Several runs (a fold
+//! ensemble) average their probabilities; they must agree on the task, classes and preprocessing.
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +29,8 @@ pub enum Cases {
 /// What to predict.
 #[derive(Clone, Debug)]
 pub struct PredictRequest {
-    /// The fine-tuning run.
-    pub model: PathBuf,
+    /// The fine-tuning run, or several (a fold ensemble: probabilities averaged).
+    pub models: Vec<PathBuf>,
     /// Files, volumes or series folders (grouped into cases by nnU-Net channel names when the
     /// run takes several files per case).
     pub inputs: Vec<PathBuf>,
@@ -92,15 +93,34 @@ pub fn predict<B: Backend>(
     progress: &dyn Fn(usize, usize, &[PathBuf]),
 ) -> Result<PredictSummary> {
     let started = std::time::Instant::now();
-    let cfg = FinetuneConfig::read(&req.model, None)?;
+    let first = req.models.first().ok_or_else(|| WorkflowError::invalid("predict needs at least one --model run"))?;
+    let cfg = FinetuneConfig::read(first, None)?;
+    for other in &req.models[1..] {
+        let task = FinetuneConfig::read(other, None)?.task;
+        if task != cfg.task {
+            return Err(WorkflowError::invalid(format!(
+                "{} is a {task:?} run, {} a {:?} run: an ensemble takes runs of one task",
+                other.display(),
+                first.display(),
+                cfg.task
+            )));
+        }
+    }
+    if req.models.len() > 1 && req.cases == Cases::Val {
+        return Err(WorkflowError::invalid(
+            "--cases val with several runs: each fold run has its own validation cases; predict them run by run, or use --cases test",
+        ));
+    }
     let items = items(req, &cfg)?;
     std::fs::create_dir_all(&req.out).map_err(WorkflowError::io(&req.out))?;
     let mut written = Vec::new();
     let classes = match cfg.task {
         Task::Classification => {
-            let net = ClsNet::<B>::load(&req.model, device)?;
+            let nets = req.models.iter().map(|m| ClsNet::<B>::load(m, device)).collect::<Result<Vec<_>, _>>()?;
+            ClsNet::check_ensemble(&nets, &req.models)?;
+            let net = &nets[0];
             let files: Vec<Vec<PathBuf>> = items.iter().map(|i| i.1.clone()).collect();
-            let probs = classify(&net, &files, device)?;
+            let probs = classify(&nets, &files, device)?;
             let rows: Vec<_> = items.iter().zip(probs).map(|((id, _, t), p)| (id.clone(), t.clone(), p)).collect();
             let csv = req.out.join("predictions.csv");
             write_predictions_csv(&csv, net.multi_label, &rows)?;
@@ -109,16 +129,17 @@ pub fn predict<B: Backend>(
             net.classes.clone()
         }
         Task::Segmentation => {
-            let net = SegNet::<B>::load(&req.model, device)?;
+            let nets = req.models.iter().map(|m| SegNet::<B>::load(m, device)).collect::<Result<Vec<_>, _>>()?;
+            SegNet::check_ensemble(&nets, &req.models)?;
             let cases: Vec<(String, Vec<PathBuf>)> = items.iter().map(|i| (i.0.clone(), i.1.clone())).collect();
             let mut done = 0;
             let total = cases.len();
             written =
-                vismae_train::predict::segment_cases(&net, &cases, &req.out, req.options, device, &mut |_, w| {
+                vismae_train::predict::segment_cases(&nets, &cases, &req.out, req.options, device, &mut |_, w| {
                     done += 1;
                     progress(done.min(total), total, w);
                 })?;
-            (0..net.classes).map(|c| cfg.classes.get(c).cloned().unwrap_or_else(|| c.to_string())).collect()
+            (0..nets[0].classes).map(|c| cfg.classes.get(c).cloned().unwrap_or_else(|| c.to_string())).collect()
         }
     };
     Ok(PredictSummary {
@@ -140,5 +161,5 @@ pub fn segment_cases<B: Backend>(
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(WorkflowError::io(out))?;
     let net = SegNet::<B>::load(run, device)?;
-    Ok(vismae_train::predict::segment_cases(&net, cases, out, options, device, &mut |_, _| {})?)
+    Ok(vismae_train::predict::segment_cases(std::slice::from_ref(&net), cases, out, options, device, &mut |_, _| {})?)
 }

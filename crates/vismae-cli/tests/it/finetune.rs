@@ -193,6 +193,49 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
     let n = 48 * 40 * 3;
     assert!((0..n).all(|i| ((p.data[i] + p.data[n + i] + p.data[2 * n + i]) - 1.0).abs() < 1e-4));
     assert_eq!(header(&probs.join("vol.probabilities.nii.gz")), header(&dir.join("vol.nii.gz")));
+    // without test-time augmentation, and an "ensemble" of the run with itself: the same mask
+    // (the mean of two equal probabilities is exact); a run whose preprocessing differs is refused
+    // naming the difference
+    let plain = dir.join("no-tta");
+    ok(vismae()
+        .args(["predict", "--no-tta", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg(dir.join("img/case3.png"))
+        .arg("--out")
+        .arg(&plain));
+    let twice = dir.join("twice");
+    let text = ok(vismae()
+        .args(["predict", "--no-tta", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg("--model")
+        .arg(dir.join("from-mae"))
+        .arg(dir.join("img/case3.png"))
+        .arg("--out")
+        .arg(&twice));
+    assert!(text.contains("2 runs averaged, no test-time augmentation"), "{text}");
+    let read = |p: PathBuf| image::open(p).map(|m| m.to_luma8()).ok();
+    assert_eq!(read(twice.join("case3.png")), read(plain.join("case3.png")));
+    assert!(read(plain.join("case3.png")).is_some_and(|m| m.pixels().all(|p| p.0[0] < 3)));
+    let other = dir.join("other-size");
+    std::fs::create_dir_all(&other).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(dir.join("from-mae/best.safetensors"), other.join("best.safetensors"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("from-mae/config.json")).unwrap_or_default())
+            .unwrap_or_default();
+    cfg["preprocess"]["size"] = serde_json::json!(96);
+    std::fs::write(other.join("config.json"), cfg.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let e = fails(
+        vismae()
+            .args(["predict", "--model"])
+            .arg(dir.join("from-mae"))
+            .arg("--model")
+            .arg(&other)
+            .arg(dir.join("img/case3.png"))
+            .arg("--out")
+            .arg(dir.join("mixed")),
+    );
+    assert!(e.contains("must agree on classes and preprocessing") && e.contains("size 96 (first run: 64)"), "{e}");
     // a labelled set's validation cases, named by case id
     let by_case = dir.join("by-case");
     ok(vismae()

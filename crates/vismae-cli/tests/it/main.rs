@@ -39,6 +39,13 @@ pub fn ok(cmd: &mut Command) -> String {
     text
 }
 
+/// Runs `cmd`, which must fail; returns its stderr.
+pub fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!out.status.success(), "{cmd:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Starts `cmd` and kills it (SIGKILL) after `ms` milliseconds.
 pub fn kill_after(cmd: &mut Command, ms: u64) {
     let mut child = cmd

@@ -5,12 +5,6 @@
 
 use crate::*;
 
-fn fails(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{e}"));
-    assert!(!out.status.success(), "{cmd:?} succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn misspelt_choices_are_errors_that_list_the_choices() {
     let dir = scratch("typos");

@@ -204,7 +204,7 @@ pub fn complete<B: AutodiffBackend>(cell: &Cell, study: &StudyFile, dir: &Path, 
     clear_unfinished(&pred)?;
     clear_unfinished(&test_dir)?;
     let req = PredictRequest {
-        model: cell.dir.clone(),
+        models: vec![cell.dir.clone()],
         inputs: Vec::new(),
         data: Some(d.data.clone()),
         cases: Cases::Test,

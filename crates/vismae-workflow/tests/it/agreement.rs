@@ -47,7 +47,7 @@ fn request(task: Task, data: &Path, init: Init, settings: TaskSettings) -> Finet
 
 fn predict_val(run: &Path, data: &Path, out: &Path) {
     let req = PredictRequest {
-        model: run.into(),
+        models: vec![run.into()],
         inputs: Vec::new(),
         data: Some(data.into()),
         cases: Cases::Val,
