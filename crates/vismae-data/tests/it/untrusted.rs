@@ -241,7 +241,7 @@ pub fn nifti_header(dims: [i16; 3], datatype: i16, bitpix: i16) -> Vec<u8> {
     let mut h = vec![0u8; 352];
     h[0..4].copy_from_slice(&348i32.to_le_bytes());
     for (i, d) in [3, dims[0], dims[1], dims[2], 1, 1, 1, 1].iter().enumerate() {
-        h[40 + 2 * i..42 + 2 * i].copy_from_slice(&(*d as i16).to_le_bytes());
+        h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
     }
     h[70..72].copy_from_slice(&datatype.to_le_bytes());
     h[72..74].copy_from_slice(&bitpix.to_le_bytes());
@@ -360,7 +360,7 @@ fn ingest_skips_hostile_files_and_refuses_a_second_writer() {
     // a dataset held by another writer (here: this process, through its lock) is refused by pid
     let held = vismae_run::DirLock::acquire(&root).unwrap_or_else(|e| panic!("{e}"));
     let e = refused(
-        ingest(&[src.clone()], &root, &opts, &|_| {}),
+        ingest(std::slice::from_ref(&src), &root, &opts, &|_| {}),
         Reason::InUse,
         &[&format!("pid {}", std::process::id())],
     );
