@@ -45,9 +45,13 @@ pub struct PredictArgs {
     /// Also write class probabilities (segmentation).
     #[arg(long)]
     probabilities: bool,
-    /// Segmentation without test-time augmentation (by default the probabilities are averaged
-    /// over the image's four mirrorings); what validation scores.
-    #[arg(long)]
+    /// Test-time augmentation of segmentation: probabilities averaged over the image's mirrorings,
+    /// `lr` (none, left-right), `all` four (none, left-right, up-down, both) or `off`. Default: `lr`
+    /// for runs trained with mirroring (augment `reference` or `flip`), else `off`.
+    #[arg(long, value_enum)]
+    tta: Option<vismae_run::Tta>,
+    /// The same as `--tta off` (one pass: what validation and studies score).
+    #[arg(long, conflicts_with = "tta")]
     no_tta: bool,
 }
 
@@ -62,7 +66,11 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             CasesArg::Test => Cases::Test,
         },
         out: a.out,
-        options: PredictOptions { overlay: a.overlay, probabilities: a.probabilities, tta: !a.no_tta },
+        options: PredictOptions {
+            overlay: a.overlay,
+            probabilities: a.probabilities,
+            tta: if a.no_tta { Some(vismae_run::Tta::Off) } else { a.tta },
+        },
     };
     let pb = vismae_run::RunDir::bar(0, 0, "predict", "cases");
     let s = predict::predict::<Backend>(&req, &device(), &|done, total, written| {
@@ -86,7 +94,11 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             req.out.display(),
             req.models.len(),
             if req.models.len() == 1 { "" } else { "s averaged" },
-            if req.options.tta { "mirroring test-time augmentation" } else { "no test-time augmentation" }
+            match s.tta {
+                Some(vismae_run::Tta::All) => "test-time augmentation: the four mirrorings",
+                Some(vismae_run::Tta::Lr) => "test-time augmentation: left-right mirroring",
+                _ => "no test-time augmentation",
+            }
         ),
     }
     Ok(())

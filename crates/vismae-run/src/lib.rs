@@ -31,7 +31,7 @@ pub use schema::{
     ClsEvaluation, ClsSummary, FinetuneConfig, PretrainConfig, RunRecord, SegEvaluation, SegSummary, TaskSettings,
 };
 pub use settings::{ClsSettings, PretrainSettings, SegSettings};
-pub use vocab::{Augment, DecoderInit, Fallback, GroupBy, Init, Keep, Method, ModelKind, Plane, Task, Variant};
+pub use vocab::{Augment, DecoderInit, Fallback, GroupBy, Init, Keep, Method, ModelKind, Plane, Task, Tta, Variant};
 
 /// The version of vismae that writes run folders and weights (recorded in each).
 pub const VISMAE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -18,7 +18,7 @@ use vismae_data::prep::Planes;
 use vismae_data::raster::Raster;
 use vismae_model::weights::{LoadOptions, Visit, apply_state_dict, read_state_dict};
 use vismae_model::{SwinClassifier, SwinUnet, VariantExt};
-use vismae_run::{FinetuneConfig, Preprocess, Task};
+use vismae_run::{FinetuneConfig, Preprocess, Task, Tta};
 
 use crate::error::{Result, TrainError};
 use crate::parallel::forward_split;
@@ -39,23 +39,28 @@ pub fn seg_probabilities<B: Backend>(
 
 /// Softmax probabilities `[b, classes, S, S]` (flat) of a chunk of prepared inputs, averaged
 /// over `models` (a fold ensemble: runs that agree on classes and preprocessing, see
-/// [`SegNet::check_ensemble`]) and, with `mirror`, over the input's four mirrorings (none,
-/// left-right, up-down, both; each prediction mirrored back), as nnU-Net's test-time
-/// augmentation does for 2-D. One model without mirroring gives [`seg_probabilities`] exactly.
+/// [`SegNet::check_ensemble`]) and over the input's mirrorings that `tta` names (none; and
+/// left-right; or all four: none, left-right, up-down, both; each prediction mirrored back), as
+/// nnU-Net's test-time augmentation does for 2-D. One model without mirroring gives
+/// [`seg_probabilities`] exactly.
 pub fn seg_probabilities_mean<B: Backend>(
     models: &[&SwinUnet<B>],
     spec: &Preprocess,
     chunk: &[&Planes],
-    mirror: bool,
+    tta: Tta,
     device: &B::Device,
 ) -> Vec<f32> {
-    if let ([model], false) = (models, mirror) {
+    if let ([model], Tta::Off) = (models, tta) {
         return seg_probabilities(model, spec, chunk, device);
     }
     let planes = chunk.first().map_or(1, |p| p.planes);
     let data: Vec<f32> = chunk.iter().flat_map(|p| p.data.iter().copied()).collect();
     let x = crate::input::batch::<B>(spec, &data, chunk.len(), planes, device);
-    let mirrors: &[&[isize]] = if mirror { &[&[], &[3], &[2], &[2, 3]] } else { &[&[]] };
+    let mirrors: &[&[isize]] = match tta {
+        Tta::Off => &[&[]],
+        Tta::Lr => &[&[], &[3]],
+        Tta::All => &[&[], &[3], &[2], &[2, 3]],
+    };
     let mut sum: Option<Tensor<B, 4>> = None;
     for model in models {
         for axes in mirrors {
@@ -161,6 +166,11 @@ impl<B: Backend> SegNet<B> {
     /// Batch size for inference (the run's).
     pub fn batch_size(&self) -> usize {
         self.config.seg().map_or(8, |s| s.batch_size).max(1)
+    }
+
+    /// The test-time augmentation `predict` uses for this run unless told: as it was trained.
+    pub fn default_tta(&self) -> Tta {
+        Tta::for_training(self.config.seg().map_or(vismae_run::Augment::None, |s| s.augment))
     }
 
     /// Checks that `nets` (loaded from `runs`) can be averaged: the same classes (count and
@@ -300,30 +310,38 @@ mod tests {
         let input = Planes { planes: 1, size: n, data: img.clone() };
         let one = seg_probabilities(&nets[0], &spec, &[&input], &device);
         // one run, no mirroring: the plain pass, bit for bit
-        assert_eq!(seg_probabilities_mean(&[&nets[0]], &spec, &[&input], false, &device), one);
+        assert_eq!(seg_probabilities_mean(&[&nets[0]], &spec, &[&input], Tta::Off, &device), one);
         // mirroring: the mean of the four passes on mirrored inputs, each mirrored back
-        let mut want = vec![0f32; 3 * n * n];
-        for (lr, ud) in [(false, false), (true, false), (false, true), (true, true)] {
-            let m = Planes { planes: 1, size: n, data: mirrored(&img, n, lr, ud) };
-            let p = seg_probabilities(&nets[0], &spec, &[&m], &device);
-            for c in 0..3 {
-                let back = mirrored(&p[c * n * n..(c + 1) * n * n], n, lr, ud);
-                want[c * n * n..(c + 1) * n * n].iter_mut().zip(back).for_each(|(w, b)| *w += b / 4.0);
+        let mean_of = |mirrors: &[(bool, bool)]| {
+            let mut want = vec![0f32; 3 * n * n];
+            for &(lr, ud) in mirrors {
+                let m = Planes { planes: 1, size: n, data: mirrored(&img, n, lr, ud) };
+                let p = seg_probabilities(&nets[0], &spec, &[&m], &device);
+                for c in 0..3 {
+                    let back = mirrored(&p[c * n * n..(c + 1) * n * n], n, lr, ud);
+                    let k = mirrors.len() as f32;
+                    want[c * n * n..(c + 1) * n * n].iter_mut().zip(back).for_each(|(w, b)| *w += b / k);
+                }
             }
-        }
-        let tta = seg_probabilities_mean(&[&nets[0]], &spec, &[&input], true, &device);
+            want
+        };
+        let want = mean_of(&[(false, false), (true, false), (false, true), (true, true)]);
+        let tta = seg_probabilities_mean(&[&nets[0]], &spec, &[&input], Tta::All, &device);
         assert!(tta.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "TTA is not the mean of the mirrored passes");
+        let lr = seg_probabilities_mean(&[&nets[0]], &spec, &[&input], Tta::Lr, &device);
+        let want_lr = mean_of(&[(false, false), (true, false)]);
+        assert!(lr.iter().zip(&want_lr).all(|(a, b)| (a - b).abs() < 1e-5), "left-right TTA");
         assert_ne!(tta, one, "the mirrored passes of an asymmetric network differ");
         // which makes the prediction of a mirrored image the mirror of the prediction
         let flipped = Planes { planes: 1, size: n, data: mirrored(&img, n, true, false) };
-        let tta_flipped = seg_probabilities_mean(&[&nets[0]], &spec, &[&flipped], true, &device);
+        let tta_flipped = seg_probabilities_mean(&[&nets[0]], &spec, &[&flipped], Tta::All, &device);
         for c in 0..3 {
             let back = mirrored(&tta_flipped[c * n * n..(c + 1) * n * n], n, true, false);
             assert!(back.iter().zip(&tta[c * n * n..(c + 1) * n * n]).all(|(a, b)| (a - b).abs() < 1e-5));
         }
         // an ensemble: the mean of its runs' probabilities
         let other = seg_probabilities(&nets[1], &spec, &[&input], &device);
-        let both = seg_probabilities_mean(&[&nets[0], &nets[1]], &spec, &[&input], false, &device);
+        let both = seg_probabilities_mean(&[&nets[0], &nets[1]], &spec, &[&input], Tta::Off, &device);
         assert!(both.iter().zip(one.iter().zip(&other)).all(|(m, (a, b))| (m - (a + b) / 2.0).abs() < 1e-6));
     }
 

@@ -19,7 +19,7 @@ use vismae_data::series::{Series, affine_from, group_series};
 use vismae_data::source::{Format, SliceOptions, Source};
 use vismae_data::volume::{Plane, Volume, write_nifti_affine, write_nifti_like};
 use vismae_data::{DataError, Reason};
-use vismae_run::{Channels, Preprocess};
+use vismae_run::{Channels, Preprocess, Tta};
 
 use crate::error::{Result, TrainError};
 use crate::infer::{ClsNet, SegNet, argmax_labels, labels_to_size, seg_probabilities_mean};
@@ -31,10 +31,10 @@ pub struct PredictOptions {
     pub overlay: bool,
     /// Class probabilities.
     pub probabilities: bool,
-    /// Test-time augmentation: segmentation probabilities averaged over the input's four
-    /// mirrorings (`vismae predict` turns it on unless `--no-tta`; validation and studies score
-    /// without it, so that a run's logged Dice is what `predict --no-tta` + `evaluate` give).
-    pub tta: bool,
+    /// Test-time augmentation of segmentation; `None`: as the first run was trained
+    /// ([`Tta::for_training`]). Validation and studies score with `Some(Tta::Off)`, so that a
+    /// run's logged Dice is what `predict --tta off` + `evaluate` give.
+    pub tta: Option<Tta>,
 }
 
 /// A file's name without its image extension (`case_0000.nii.gz` -> `case_0000`).
@@ -400,8 +400,8 @@ struct Pending {
 /// written. The images of all cases are predicted in order in chunks of the first run's batch
 /// size, as validation predicts the validation cases, so a run's logged validation Dice is what
 /// `evaluate seg` gives these outputs (one run, no test-time augmentation). Several runs (a fold
-/// ensemble, checked by [`SegNet::check_ensemble`]) average their softmax probabilities; with
-/// `opts.tta` so do the four mirrorings of each image.
+/// ensemble, checked by [`SegNet::check_ensemble`]) average their softmax probabilities; so do
+/// the mirrorings of each image that `opts.tta` asks for.
 pub fn segment_cases<B: Backend>(
     nets: &[SegNet<B>],
     cases: &[(String, Vec<PathBuf>)],
@@ -415,6 +415,7 @@ pub fn segment_cases<B: Backend>(
     let spec = &net.config.preprocess;
     let plane = net.config.seg().map(|s| s.plane).unwrap_or_default();
     let (n, c, batch) = (spec.size, net.classes, net.batch_size());
+    let tta = opts.tta.unwrap_or_else(|| net.default_tta());
     let px = n * n;
     let mut pending: std::collections::VecDeque<Pending> = Default::default();
     // (index into `pending` counted from its first case ever, image) waiting for a forward pass
@@ -430,7 +431,7 @@ pub fn segment_cases<B: Backend>(
         while queue.len() >= batch || (all && !queue.is_empty()) {
             let take: Vec<(usize, usize, Planes)> = queue.drain(..batch.min(queue.len())).collect();
             let inputs: Vec<&Planes> = take.iter().map(|t| &t.2).collect();
-            let p = seg_probabilities_mean(&models, spec, &inputs, opts.tta, device);
+            let p = seg_probabilities_mean(&models, spec, &inputs, tta, device);
             for (i, (case, img, _)) in take.iter().enumerate() {
                 let slot = &mut pending[case - *first_case];
                 let (w, h) = (slot.case.images[*img][0].width, slot.case.images[*img][0].height);

@@ -55,6 +55,8 @@ pub struct PredictSummary {
     pub written: Vec<PathBuf>,
     /// Class names.
     pub classes: Vec<String>,
+    /// The test-time augmentation segmentation used.
+    pub tta: Option<vismae_run::Tta>,
     /// Seconds spent.
     pub seconds: f64,
 }
@@ -114,7 +116,7 @@ pub fn predict<B: Backend>(
     let items = items(req, &cfg)?;
     std::fs::create_dir_all(&req.out).map_err(WorkflowError::io(&req.out))?;
     let mut written = Vec::new();
-    let classes = match cfg.task {
+    let (classes, tta) = match cfg.task {
         Task::Classification => {
             let nets = req.models.iter().map(|m| ClsNet::<B>::load(m, device)).collect::<Result<Vec<_>, _>>()?;
             ClsNet::check_ensemble(&nets, &req.models)?;
@@ -126,7 +128,7 @@ pub fn predict<B: Backend>(
             write_predictions_csv(&csv, net.multi_label, &rows)?;
             progress(items.len(), items.len(), std::slice::from_ref(&csv));
             written.push(csv);
-            net.classes.clone()
+            (net.classes.clone(), None)
         }
         Task::Segmentation => {
             let nets = req.models.iter().map(|m| SegNet::<B>::load(m, device)).collect::<Result<Vec<_>, _>>()?;
@@ -139,7 +141,8 @@ pub fn predict<B: Backend>(
                     done += 1;
                     progress(done.min(total), total, w);
                 })?;
-            (0..nets[0].classes).map(|c| cfg.classes.get(c).cloned().unwrap_or_else(|| c.to_string())).collect()
+            let names = (0..nets[0].classes).map(|c| cfg.classes.get(c).cloned().unwrap_or_else(|| c.to_string()));
+            (names.collect(), Some(req.options.tta.unwrap_or_else(|| nets[0].default_tta())))
         }
     };
     Ok(PredictSummary {
@@ -147,6 +150,7 @@ pub fn predict<B: Backend>(
         cases: items.len(),
         written,
         classes,
+        tta,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -209,7 +209,8 @@ pub fn complete<B: AutodiffBackend>(cell: &Cell, study: &StudyFile, dir: &Path, 
         data: Some(d.data.clone()),
         cases: Cases::Test,
         out: pred.clone(),
-        options: PredictOptions::default(),
+        // scored as validation scores: one pass
+        options: PredictOptions { tta: Some(vismae_run::Tta::Off), ..PredictOptions::default() },
     };
     crate::predict::predict::<B::InnerBackend>(&req, device, &|_, _, _| {})?;
     match d.task {

@@ -52,7 +52,7 @@ fn predict_val(run: &Path, data: &Path, out: &Path) {
         data: Some(data.into()),
         cases: Cases::Val,
         out: out.into(),
-        options: PredictOptions::default(),
+        options: PredictOptions { tta: Some(vismae_run::Tta::Off), ..PredictOptions::default() },
     };
     predict::<Infer>(&req, &Default::default(), &|_, _, _| {}).unwrap_or_else(|e| panic!("{e}"));
 }
