@@ -16,6 +16,10 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 seconds="${1:?usage: scripts/fuzz.sh SECONDS [TARGET...]}"
 shift
+if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
+    echo "SECONDS must be a whole number of seconds, not $seconds" >&2
+    exit 2
+fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(dicom nifti mha_nrrd raster labelled pth)
 export RUSTC_BOOTSTRAP=1
@@ -43,9 +47,9 @@ seed labelled seeds/labelled/* "$here"/testdata/fuzz-regressions/labelled-*
 seed pth seeds/pth/* "$here"/testdata/fuzz-regressions/pth-*
 if [ -n "$sd" ] && [ -d "$sd" ]; then
     mapfile -t extra < <(find "$sd" -type f \( -name '*.mha' -o -name '*.nrrd' -o -name '*.mhd' \) -size -2M | head -20)
-    seed mha_nrrd "${extra[@]}"
+    seed mha_nrrd ${extra[@]+"${extra[@]}"}
     mapfile -t extra < <(find "$sd" -type f \( -name '*.jpg' -o -name '*.tif' \) -size -200k | head -20)
-    seed raster "${extra[@]}"
+    seed raster ${extra[@]+"${extra[@]}"}
 fi
 
 cargo fuzz build -O

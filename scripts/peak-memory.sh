@@ -31,8 +31,11 @@ measure() {
     out="$work/out/$name.png"
     rm -f "$out"
     status=0
-    case "$name" in
-        *.pth | *.safetensors) set -- "$bin" weights inspect "$f" ;;
+    # weight files by name or by content (a fuzz corpus names its files by hash): zip or safetensors
+    local magic
+    magic="$(head -c 4 "$f" | od -An -tx1 | tr -d ' \n')"
+    case "$name:$magic:$(basename "$(dirname "$f")")" in
+        *.pth:* | *.safetensors:* | *:504b0304:* | *:*:pth) set -- "$bin" weights inspect "$f" ;;
         *) set -- "$bin" convert "$f" --out "$out" ;;
     esac
     /usr/bin/time -v -o "$work/time.txt" "$@" > "$work/stdout.txt" 2> "$work/stderr.txt" || status=$?
@@ -40,7 +43,8 @@ measure() {
     local wall
     wall="$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")"
     seconds="$(echo "$wall" | awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.2f", s }')"
-    msg="$( (grep -v '^Command exited' "$work/stderr.txt" || true; cat "$work/stdout.txt") | head -1 | sed "s|$work/in/||; s|$here/||")"
+    # awk reads all its input (head would close the pipe early, and pipefail would end the script)
+    msg="$( (grep -av "^Command exited" "$work/stderr.txt" || true; cat "$work/stdout.txt") | tr -d "\000" | awk 'NR == 1' | sed "s|$work/in/||; s|$here/||")"
     [ "$rss_kib" -gt "$worst_kib" ] && worst_kib="$rss_kib"
     if awk -v a="$seconds" -v b="$worst_s" 'BEGIN { exit !(a > b) }'; then worst_s="$seconds"; fi
     return 0
@@ -59,7 +63,7 @@ done
 for dir in "$@"; do
     n=0
     dir_kib=0
-    dir_s=0
+    dir_s=0.00
     dir_worst=""
     while IFS= read -r -d '' f; do
         measure "$f"
@@ -79,6 +83,6 @@ status=0
 rss_kib="$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")"
 wall="$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")"
 printf '%-36s %10s %4s %5d MiB %7s  %s\n' "ingest of all image files" - "$status" "$((rss_kib / 1024))" "$wall" \
-    "$(grep -iE 'ingested|skipped' "$work/stdout.txt" | head -1 | cut -c1-100)"
+    "$(grep -iE 'ingested|skipped' "$work/stdout.txt" | awk 'NR == 1' | cut -c1-100)"
 echo
 echo "valid file: $((base_kib / 1024)) MiB; largest RSS on a hostile file: $((worst_kib / 1024)) MiB ($(((worst_kib - base_kib) / 1024)) MiB over; bound 256 MiB: $([ $((worst_kib - base_kib)) -lt 262144 ] && echo met || echo NOT met)); slowest: ${worst_s} s (bound 1 s: $(awk -v s="$worst_s" 'BEGIN { print (s < 1) ? "met" : "NOT met" }'))"

@@ -105,8 +105,8 @@ impl LimitArgs {
     /// The limits, the rest at their defaults.
     pub fn limits(&self) -> vismae_data::Limits {
         vismae_data::Limits {
-            max_image_bytes: self.max_image_mib << 20,
-            max_file_bytes: self.max_file_mib << 20,
+            max_image_bytes: self.max_image_mib.saturating_mul(1 << 20),
+            max_file_bytes: self.max_file_mib.saturating_mul(1 << 20),
             ..vismae_data::Limits::default()
         }
     }

@@ -110,12 +110,23 @@ impl RunDir {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(temp_name(&name));
     let result = write_synced(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
+    } else if let Ok(d) = File::open(dir) {
+        // the rename itself reaches the disk with the folder (best effort: not every file system
+        // syncs folders)
+        let _ = d.sync_all();
     }
     result.map_err(RunError::io(path))
+}
+
+/// A temporary name beside `name`, unique to this process and write (threads of one process may
+/// write the same file).
+pub fn temp_name(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(".{name}.tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Creates (or truncates) `path`, writes `bytes` and syncs them to disk. Callers rename the file

@@ -172,15 +172,10 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightError> {
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a crash or
 /// a full disk never leaves a torn file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
-    let io = |source| WeightError::Io { path: path.into(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = vismae_run::run_dir::write_synced(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    vismae_run::run_dir::write_atomic(path, bytes).map_err(|e| match e {
+        vismae_run::RunError::Io { path, source } => WeightError::Io { path, source },
+        other => WeightError::Format { path: path.into(), reason: other.to_string() },
+    })
 }
 
 /// The `pth` fuzz target's harness (`fuzz/src/harness_weights.rs`), for the test that replays

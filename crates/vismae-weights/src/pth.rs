@@ -29,14 +29,14 @@ enum Value {
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
-    Bytes(Vec<u8>),
+    Str(Rc<str>),
+    Bytes(Rc<[u8]>),
     List(Rc<RefCell<Vec<Value>>>),
     Tuple(Rc<Vec<Value>>),
     Dict(Rc<RefCell<Vec<(Value, Value)>>>),
-    Global(String, String),
+    Global(Rc<str>, Rc<str>),
     Object(Rc<(Value, Value)>),
-    Storage { dtype: String, key: String },
+    Storage { dtype: &'static str, key: Rc<str> },
     Tensor(Rc<TensorRef>),
     Mark,
 }
@@ -67,7 +67,11 @@ impl Value {
             Value::Tuple(t) => format!("a tuple of {}", t.len()),
             Value::Dict(d) => format!("a dict of {}", d.try_borrow().map_or(0, |d| d.len())),
             Value::Global(m, n) => format!("{m}.{n}"),
-            Value::Object(o) => format!("an object of {}", o.0.describe()),
+            // one level only: objects can be made of objects a million deep
+            Value::Object(o) => match &o.0 {
+                Value::Global(m, n) => format!("an object of {m}.{n}"),
+                _ => "an object".into(),
+            },
             Value::Storage { dtype, key } => format!("a {dtype} storage {key:?}"),
             Value::Tensor(t) => format!("a tensor of shape {:?}", t.shape),
             Value::Mark => "MARK".into(),
@@ -112,8 +116,8 @@ fn teardown(mut values: Vec<Value>) {
 
 #[derive(Debug)]
 struct TensorRef {
-    dtype: String,
-    key: String,
+    dtype: &'static str,
+    key: Rc<str>,
     offset: usize,
     shape: Vec<usize>,
     stride: Vec<usize>,
@@ -148,6 +152,9 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+    /// Values the pickle threw away while running, kept for the teardown (dropping one in place
+    /// would recurse through however deep it is).
+    garbage: Vec<Value>,
 }
 
 impl Drop for Machine<'_> {
@@ -156,11 +163,21 @@ impl Drop for Machine<'_> {
     fn drop(&mut self) {
         let mut all = std::mem::take(&mut self.stack);
         all.extend(std::mem::take(&mut self.memo).into_values());
+        all.append(&mut self.garbage);
         teardown(all);
     }
 }
 
 impl<'a> Machine<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Machine { data, pos: 0, stack: Vec::new(), memo: HashMap::new(), garbage: Vec::new() }
+    }
+    /// Sets memo slot `i`, keeping what it held for the teardown.
+    fn memoise(&mut self, i: u32, v: Value) {
+        if let Some(old) = self.memo.insert(i, v) {
+            self.garbage.push(old);
+        }
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
         let end = end.ok_or_else(|| format!("pickle truncated at byte {}", self.pos))?;
@@ -194,39 +211,50 @@ impl<'a> Machine<'a> {
     }
     fn string(&mut self, n: usize) -> Result<Value, String> {
         let b = self.take(n)?;
-        Ok(Value::Str(String::from_utf8_lossy(b).into_owned()))
+        Ok(Value::Str(String::from_utf8_lossy(b).into()))
     }
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<Rc<str>, String> {
         let start = self.pos;
         while self.u8()? != b'\n' {}
-        Ok(String::from_utf8_lossy(&self.data[start..self.pos - 1]).into_owned())
+        Ok(String::from_utf8_lossy(&self.data[start..self.pos - 1]).into())
     }
 
-    fn set_items(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.top()? {
-            Value::Dict(d) => {
-                let mut d = d.borrow_mut();
-                let mut it = items.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    d.push((k, v));
+    fn set_items(&mut self, mut items: Vec<Value>) -> Result<(), String> {
+        let result = match self.stack.last() {
+            Some(Value::Dict(d)) => match d.try_borrow_mut() {
+                Ok(mut d) => {
+                    let mut it = items.drain(..);
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        d.push((k, v));
+                    }
+                    Ok(())
                 }
-                Ok(())
-            }
+                Err(_) => Err("SETITEM on a dict in use".to_string()),
+            },
             // attributes set on an opaque object: not needed
-            Value::Object(..) => Ok(()),
-            other => Err(format!("SETITEM on a non-dict ({})", other.describe())),
-        }
+            Some(Value::Object(..)) => Ok(()),
+            Some(other) => Err(format!("SETITEM on a non-dict ({})", other.describe())),
+            None => Err(format!("pickle stack empty at byte {}", self.pos)),
+        };
+        self.garbage.append(&mut items);
+        result
     }
 
-    fn append(&mut self, items: Vec<Value>) -> Result<(), String> {
-        match self.top()? {
-            Value::List(l) => {
-                l.borrow_mut().extend(items);
-                Ok(())
-            }
-            Value::Object(..) => Ok(()),
-            other => Err(format!("APPEND on a non-list ({})", other.describe())),
-        }
+    fn append(&mut self, mut items: Vec<Value>) -> Result<(), String> {
+        let result = match self.stack.last() {
+            Some(Value::List(l)) => match l.try_borrow_mut() {
+                Ok(mut l) => {
+                    l.append(&mut items);
+                    Ok(())
+                }
+                Err(_) => Err("APPEND on a list in use".to_string()),
+            },
+            Some(Value::Object(..)) => Ok(()),
+            Some(other) => Err(format!("APPEND on a non-list ({})", other.describe())),
+            None => Err(format!("pickle stack empty at byte {}", self.pos)),
+        };
+        self.garbage.append(&mut items);
+        result
     }
 
     fn reduce(&mut self, callable: Value, args: Value) -> Result<Value, String> {
@@ -234,19 +262,28 @@ impl<'a> Machine<'a> {
             Value::Tuple(v) => v.iter().take(4).cloned().collect(),
             _ => Vec::new(),
         };
-        if let Value::Global(module, name) = &callable {
-            match (module.as_str(), name.as_str()) {
-                ("collections", "OrderedDict") => return Ok(Value::Dict(Rc::default())),
+        let known = match &callable {
+            Value::Global(module, name) => match (&**module, &**name) {
+                ("collections", "OrderedDict") => Some(Ok(Value::Dict(Rc::default()))),
                 ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
-                    return rebuild_tensor(&args_vec);
+                    Some(rebuild_tensor(&args_vec))
                 }
                 ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
-                    return args_vec.into_iter().next().ok_or_else(|| "empty _rebuild_parameter".into());
+                    Some(args_vec.first().cloned().ok_or_else(|| "empty _rebuild_parameter".into()))
                 }
-                _ => {}
+                _ => None,
+            },
+            _ => None,
+        };
+        self.garbage.extend(args_vec);
+        match known {
+            Some(v) => {
+                self.garbage.push(callable);
+                self.garbage.push(args);
+                v
             }
+            None => Ok(Value::Object(Rc::new((callable, args)))),
         }
-        Ok(Value::Object(Rc::new((callable, args))))
     }
 
     fn run(&mut self) -> Result<Value, String> {
@@ -307,17 +344,17 @@ impl<'a> Machine<'a> {
                 b'q' => {
                     let i = self.u8()? as u32;
                     let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memoise(i, v);
                 }
                 b'r' => {
                     let i = self.uint(4)? as u32;
                     let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memoise(i, v);
                 }
                 0x94 => {
                     let i = self.memo.len() as u32;
                     let v = self.top()?.clone();
-                    self.memo.insert(i, v);
+                    self.memoise(i, v);
                 }
                 b'h' | b'j' => {
                     let i = if op == b'h' { self.u8()? as u32 } else { self.uint(4)? as u32 };
@@ -334,7 +371,11 @@ impl<'a> Machine<'a> {
                     let module = self.pop()?;
                     match (module, name) {
                         (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(m, n)),
-                        _ => return Err(format!("STACK_GLOBAL without names at byte {at}")),
+                        (m, n) => {
+                            self.garbage.push(m);
+                            self.garbage.push(n);
+                            return Err(format!("STACK_GLOBAL without names at byte {at}"));
+                        }
                     }
                 }
                 b'R' => {
@@ -350,7 +391,8 @@ impl<'a> Machine<'a> {
                     self.stack.push(v);
                 }
                 0x92 => {
-                    let _kwargs = self.pop()?;
+                    let kwargs = self.pop()?;
+                    self.garbage.push(kwargs);
                     let args = self.pop()?;
                     let cls = self.pop()?;
                     let v = self.reduce(cls, args)?;
@@ -358,11 +400,14 @@ impl<'a> Machine<'a> {
                 }
                 b'b' => {
                     // BUILD sets an object's state; nothing we read depends on it
-                    self.pop()?;
+                    let state = self.pop()?;
+                    self.garbage.push(state);
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    self.stack.push(persistent_load(pid)?);
+                    let v = persistent_load(&pid);
+                    self.garbage.push(pid);
+                    self.stack.push(v?);
                 }
                 b'N' => self.stack.push(Value::None),
                 0x88 => self.stack.push(Value::Bool(true)),
@@ -423,8 +468,8 @@ impl<'a> Machine<'a> {
                         b'C' => self.u8()? as usize,
                         _ => self.uint(8)? as usize,
                     };
-                    let b = self.take(n)?.to_vec();
-                    self.stack.push(Value::Bytes(b));
+                    let b = self.take(n)?;
+                    self.stack.push(Value::Bytes(b.into()));
                 }
                 b'I' | b'L' => {
                     let line = self.line()?;
@@ -437,10 +482,12 @@ impl<'a> Machine<'a> {
                     self.stack.push(v);
                 }
                 b'0' => {
-                    self.pop()?;
+                    let v = self.pop()?;
+                    self.garbage.push(v);
                 }
                 b'1' => {
-                    self.pop_mark()?;
+                    let mut items = self.pop_mark()?;
+                    self.garbage.append(&mut items);
                 }
                 b'2' => {
                     let v = self.top()?.clone();
@@ -477,7 +524,7 @@ fn rebuild_tensor(args: &[Value]) -> Result<Value, String> {
         return Err("malformed _rebuild_tensor_v2 arguments".into());
     };
     Ok(Value::Tensor(Rc::new(TensorRef {
-        dtype: dtype.clone(),
+        dtype,
         key: key.clone(),
         offset: usize::try_from(*offset).map_err(|_| format!("negative storage offset {offset}"))?,
         shape: as_usize_list(size)?,
@@ -485,13 +532,13 @@ fn rebuild_tensor(args: &[Value]) -> Result<Value, String> {
     })))
 }
 
-fn persistent_load(pid: Value) -> Result<Value, String> {
-    let Value::Tuple(items) = &pid else {
+fn persistent_load(pid: &Value) -> Result<Value, String> {
+    let Value::Tuple(items) = pid else {
         return Err(format!("persistent id is not a tuple ({})", pid.describe()));
     };
     match (items.first(), items.get(1), items.get(2)) {
-        (Some(Value::Str(kind)), Some(Value::Global(_, class)), Some(Value::Str(key))) if kind == "storage" => {
-            Ok(Value::Storage { dtype: storage_dtype(class).to_string(), key: key.clone() })
+        (Some(Value::Str(kind)), Some(Value::Global(_, class)), Some(Value::Str(key))) if &**kind == "storage" => {
+            Ok(Value::Storage { dtype: storage_dtype(class), key: key.clone() })
         }
         _ => Err(format!(
             "unsupported persistent id ({})",
@@ -502,7 +549,7 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
 
 /// Gathers a (possibly strided) tensor out of its storage bytes.
 fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
-    let size = dtype_size(&t.dtype);
+    let size = dtype_size(t.dtype);
     if t.shape.len() != t.stride.len() {
         return Err(format!("tensor has {} sizes but {} strides", t.shape.len(), t.stride.len()));
     }
@@ -516,7 +563,7 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
         ));
     }
     if numel == 0 {
-        return decode(&t.dtype, &[]).ok_or_else(|| format!("unsupported dtype {}", t.dtype));
+        return decode(t.dtype, &[]).ok_or_else(|| format!("unsupported dtype {}", t.dtype));
     }
     let contiguous_stride: Vec<usize> = {
         let mut s = vec![1usize; t.shape.len()];
@@ -552,7 +599,7 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Values, String> {
         }
         out
     };
-    decode(&t.dtype, &bytes).ok_or_else(|| format!("unsupported dtype {}", t.dtype))
+    decode(t.dtype, &bytes).ok_or_else(|| format!("unsupported dtype {}", t.dtype))
 }
 
 /// Reads one archive entry whole, refusing one that declares more than [`MAX_ENTRY_BYTES`] or
@@ -573,11 +620,15 @@ fn read_entry<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>, name: &str)
 }
 
 /// The tensors of the state dict `state` (string keys to tensors; other entries are skipped),
-/// their storages read from the archive under `prefix`.
+/// their storages read from the archive under `prefix`. The storages read may hold no more than
+/// the archive's `file_len` bytes (zip entries can overlap on the same bytes), and the tensors no
+/// more than four times the elements their storages hold (keys may share a storage, as tied
+/// weights do, but a million keys naming one storage would multiply it).
 fn tensors<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     prefix: &str,
     state: &Value,
+    file_len: u64,
 ) -> Result<StateDict, String> {
     let Value::Dict(items) = state else {
         return Err(
@@ -585,7 +636,8 @@ fn tensors<R: Read + std::io::Seek>(
         );
     };
     let mut out = StateDict::default();
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut storages: HashMap<Rc<str>, Vec<u8>> = HashMap::new();
+    let (mut read_bytes, mut read_elems, mut made_elems) = (0u64, 0u64, 0u64);
     let items = items.try_borrow().map_err(|_| "the state dict is in use".to_string())?;
     for (k, v) in items.iter() {
         let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
@@ -595,10 +647,23 @@ fn tensors<R: Read + std::io::Seek>(
             let entry = format!("{prefix}data/{}", t.key);
             let bytes =
                 read_entry(zip, &entry).map_err(|e| format!("tensor {name}: cannot read storage {entry}: {e}"))?;
+            read_bytes += bytes.len() as u64;
+            if read_bytes > file_len.saturating_add(MAX_INFLATED_BYTES) {
+                return Err(format!(
+                    "tensor {name}: the storages read so far hold {read_bytes} bytes, more than the {file_len}-byte file (entries overlap): refused"
+                ));
+            }
+            read_elems += (bytes.len() / dtype_size(t.dtype)) as u64;
             storages.insert(t.key.clone(), bytes);
         }
         let values = materialise(t, &storages[&t.key]).map_err(|e| format!("tensor {name}: {e}"))?;
-        out.tensors.insert(name.clone(), TensorEntry { shape: t.shape.clone(), values });
+        made_elems += values.len() as u64;
+        if made_elems > read_elems.saturating_mul(4).saturating_add(1 << 18) {
+            return Err(format!(
+                "tensor {name}: the tensors so far hold {made_elems} elements from {read_elems} in their storages (many keys name the same storage): refused"
+            ));
+        }
+        out.tensors.insert(name.to_string(), TensorEntry { shape: t.shape.clone(), values });
     }
     Ok(out)
 }
@@ -606,7 +671,7 @@ fn tensors<R: Read + std::io::Seek>(
 fn dict_get(d: &Value, key: &str) -> Option<Value> {
     match d {
         Value::Dict(items) => {
-            items.borrow().iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v.clone())
+            items.borrow().iter().find(|(k, _)| matches!(k, Value::Str(s) if &**s == key)).map(|(_, v)| v.clone())
         }
         _ => None,
     }
@@ -616,25 +681,27 @@ fn dict_get(d: &Value, key: &str) -> Option<Value> {
 pub fn read(path: &Path) -> Result<StateDict, WeightError> {
     let fail = |reason: String| WeightError::Format { path: path.into(), reason };
     let file = std::fs::File::open(path).map_err(|source| WeightError::Io { path: path.into(), source })?;
+    let file_len = file.metadata().map_err(|source| WeightError::Io { path: path.into(), source })?.len();
     let mut zip = zip::ZipArchive::new(file).map_err(|e| fail(format!("not a zip-format PyTorch checkpoint: {e}")))?;
     let pkl_name = (0..zip.len())
         .filter_map(|i| zip.name_for_index(i).map(str::to_string))
         .find(|n| n.ends_with("data.pkl"))
         .ok_or_else(|| fail("the archive has no data.pkl: not a torch.save checkpoint".into()))?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
-    if let Ok(mut f) = zip.by_name(&format!("{prefix}byteorder")) {
-        let mut s = String::new();
-        let _ = f.read_to_string(&mut s);
-        if s.trim() == "big" {
+    if let Ok(f) = zip.by_name(&format!("{prefix}byteorder")) {
+        // a few bytes ("little" or "big"), read no further whatever the entry declares
+        let mut s = Vec::new();
+        let _ = f.take(16).read_to_end(&mut s);
+        if String::from_utf8_lossy(&s).trim() == "big" {
             return Err(fail("big-endian checkpoints are not supported".into()));
         }
     }
     let pkl = read_entry(&mut zip, &pkl_name).map_err(|e| fail(format!("cannot read {pkl_name}: {e}")))?;
-    let mut machine = Machine { data: &pkl, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+    let mut machine = Machine::new(&pkl);
     let root = machine.run().map_err(|e| fail(format!("cannot unpickle {pkl_name}: {e}")))?;
     // the machine (its stack and memo share the values) is torn down when this function returns
     let state = dict_get(&root, "model").or_else(|| dict_get(&root, "state_dict")).unwrap_or_else(|| root.clone());
-    let result = tensors(&mut zip, &prefix, &state).map_err(fail);
+    let result = tensors(&mut zip, &prefix, &state, file_len).map_err(fail);
     teardown(vec![state, root]);
     let out = result?;
     if out.tensors.is_empty() {
@@ -649,7 +716,7 @@ mod tests {
 
     fn run(bytes: &[u8]) -> Result<Value, String> {
         // the machine's teardown would empty the shared containers the test looks into
-        let mut m = Machine { data: bytes, pos: 0, stack: Vec::new(), memo: HashMap::new() };
+        let mut m = Machine::new(bytes);
         let v = m.run();
         std::mem::forget(m);
         v
@@ -693,7 +760,7 @@ mod tests {
     fn strided_tensors_are_gathered() {
         // a 2x3 storage read as its 3x2 transpose
         let storage: Vec<u8> = [0f32, 1., 2., 3., 4., 5.].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let t = TensorRef { dtype: "F32".into(), key: "0".into(), offset: 0, shape: vec![3, 2], stride: vec![1, 3] };
+        let t = TensorRef { dtype: "F32", key: "0".into(), offset: 0, shape: vec![3, 2], stride: vec![1, 3] };
         assert_eq!(materialise(&t, &storage).unwrap(), Values::F32(vec![0., 3., 1., 4., 2., 5.]));
         let short = TensorRef { shape: vec![4, 2], ..t };
         assert!(materialise(&short, &storage).is_err());
@@ -740,6 +807,26 @@ mod tests {
         endless.extend(std::iter::repeat_n(b'N', MAX_OPS + 1));
         let e = read(&checkpoint("endless", &endless)).unwrap_err().to_string();
         assert!(e.contains("more than 2000000 opcodes"), "{e}");
+        // deep values thrown away while the pickle runs (POP), and a chain of a million objects
+        // described in an error: neither recurses
+        let mut popped = deep[..deep.len() - 1].to_vec();
+        popped.extend([b'0', b'N', b'.']);
+        let e = read(&checkpoint("deep-popped", &popped)).unwrap_err().to_string();
+        assert!(e.contains("holds no state dict"), "{e}");
+        let mut chain = vec![0x80, 2, b'N'];
+        chain.extend((0..(MAX_OPS - 10) / 2).flat_map(|_| [b')', b'R']));
+        chain.extend([b'Q', b'.']);
+        let e = read(&checkpoint("object-chain", &chain)).unwrap_err().to_string();
+        assert!(e.contains("persistent id is not a tuple (an object)"), "{e}");
+        // a 1 MiB string fetched from the memo 500,000 times: shared, not copied (500 GB if copied)
+        let mut fetch = vec![0x80, 2, b'X'];
+        fetch.extend((1u32 << 20).to_le_bytes());
+        fetch.extend(std::iter::repeat_n(b'a', 1 << 20));
+        fetch.extend([b'q', 0]);
+        fetch.extend((0..500_000).flat_map(|_| [b'h', 0]));
+        fetch.push(b'.');
+        let e = read(&checkpoint("memo-fetch", &fetch)).unwrap_err().to_string();
+        assert!(e.contains("holds no state dict"), "{e}");
         // a deflated pickle of 65 MiB (a zip bomb's shape; torch.save never compresses)
         let mut bomb = vec![0x80, 2, b'N', b'.'];
         bomb.resize(65 << 20, b'N');
@@ -752,7 +839,7 @@ mod tests {
     fn tensors_never_hold_more_than_their_storage() {
         let storage = vec![0u8; 16];
         let t = |shape: Vec<usize>, stride: Vec<usize>, offset: usize| TensorRef {
-            dtype: "F32".into(),
+            dtype: "F32",
             key: "0".into(),
             offset,
             shape,

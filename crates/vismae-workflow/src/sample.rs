@@ -137,10 +137,12 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
 }
 
 fn save_grey(path: &Path, side: usize, v: Vec<u8>) -> Result<()> {
-    image::GrayImage::from_raw(side as u32, side as u32, v)
-        .ok_or_else(|| WorkflowError::invalid("phantom size"))?
-        .save(path)
-        .map_err(|e| WorkflowError::invalid(format!("{}: {e}", path.display())))
+    let img = image::GrayImage::from_raw(side as u32, side as u32, v)
+        .ok_or_else(|| WorkflowError::invalid("phantom size"))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| WorkflowError::invalid(format!("{}: {e}", path.display())))?;
+    Ok(vismae_run::run_dir::write_atomic(path, png.get_ref())?)
 }
 
 /// `n` labelled phantoms as an nnU-Net set of PNG cases.

@@ -344,9 +344,10 @@ fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, Dat
         let channels = if opts.keep_rgb { 3 } else { 1 };
         let info =
             DatasetInfo { version: FORMAT_VERSION, size: opts.size, channels, shard_capacity: opts.shard_capacity };
-        std::fs::create_dir_all(root.join("shards")).map_err(io_err(root))?;
+        // dataset.json first: a failure before it leaves the folder empty, so a rerun starts it anew
         let text = serde_json::to_string_pretty(&info).unwrap_or_default();
         write_atomic(&info_path, text.as_bytes()).map_err(write_err)?;
+        std::fs::create_dir_all(root.join("shards")).map_err(io_err(root))?;
         info
     };
     let shards = root.join("shards");

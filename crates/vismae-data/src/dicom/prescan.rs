@@ -302,6 +302,14 @@ fn walk(d: &[u8], syn: Syntax, lim: &Limits, sum: &mut Summary) -> Result<(), Sc
     };
 
     loop {
+        // every element, item and sequence adds to the header's memory: checked each time round
+        if est > lim.max_header_bytes {
+            return over(
+                format!("the header's estimated size in memory (at byte {pos})"),
+                format!("over {}", fmt_bytes(est)),
+                fmt_bytes(lim.max_header_bytes),
+            );
+        }
         // read.rs:356-365 / 706-740: close the items and sequences whose defined length ends here
         if pending {
             if let Some(top) = stack.last().copied()
@@ -556,6 +564,13 @@ fn walk(d: &[u8], syn: Syntax, lim: &Limits, sum: &mut Summary) -> Result<(), Sc
         pos += read as usize;
         skew += len - read;
         pending = true;
+    }
+    if est > lim.max_header_bytes {
+        return over(
+            "the header's estimated size in memory",
+            format!("over {}", fmt_bytes(est)),
+            fmt_bytes(lim.max_header_bytes),
+        );
     }
     sum.header_memory = est;
     Ok(())

@@ -216,6 +216,17 @@ fn dicom_header_memory_and_deflate_inflation_are_bounded() {
     let p = write("deflate_bomb.dcm", &f);
     let lim = Limits { max_inflated_bytes: 1 << 20, ..Limits::default() };
     refused(DicomFile::open_with(&p, &lim), Reason::TooLarge, &["inflated data set", "1048576 bytes"]);
+    // a sequence of 10,000 empty items (8 bytes each; dicom-rs builds an object per item), then
+    // the end of the file: counted per item, not only at values
+    let mut f = dicom_meta(EXPLICIT_LE);
+    long_el(&mut f, 0x0040, 0xA730, b"SQ", 0xFFFF_FFFF);
+    for _ in 0..10_000 {
+        f.extend([0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+    }
+    f.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    let p = write("empty_items.dcm", &f);
+    let lim = Limits { max_header_bytes: 1 << 20, ..Limits::default() };
+    refused(DicomFile::open_with(&p, &lim), Reason::TooLarge, &["estimated size in memory"]);
 }
 
 #[test]

@@ -220,7 +220,8 @@ pub fn complete<B: AutodiffBackend>(cell: &Cell, study: &StudyFile, dir: &Path, 
         Task::Classification => {
             let csv = pred.join("predictions.csv");
             evaluate::cls(&csv, &test_dir)?;
-            std::fs::copy(&csv, test_dir.join("predictions.csv")).map_err(WorkflowError::io(&csv))?;
+            let text = std::fs::read(&csv).map_err(WorkflowError::io(&csv))?;
+            vismae_run::run_dir::write_atomic(&test_dir.join("predictions.csv"), &text)?;
         }
     }
     if !study.keep_checkpoints {

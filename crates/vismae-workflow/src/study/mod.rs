@@ -172,14 +172,11 @@ pub fn run<B: AutodiffBackend>(
                     pb.set_message(cell.label());
                     if let Err(e) = cells::complete::<B>(cell, &study, dir, device) {
                         pb.println(format!("failed: {}: {e}", cell.label()));
-                        let _ = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(dir.join("failures.jsonl"))
-                            .and_then(|mut f| {
-                                use std::io::Write;
-                                writeln!(f, "{}", serde_json::json!({"cell": cell.label(), "error": e.to_string()}))
-                            });
+                        let line = serde_json::json!({"cell": cell.label(), "error": e.to_string()});
+                        let _ = vismae_run::run_dir::append_whole(
+                            &dir.join("failures.jsonl"),
+                            format!("{line}\n").as_bytes(),
+                        );
                         if let Ok(mut f) = failed.lock() {
                             f.push((cell.label(), e.to_string()));
                         }
