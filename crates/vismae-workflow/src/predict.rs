@@ -98,7 +98,15 @@ pub fn predict<B: Backend>(
     let first = req.models.first().ok_or_else(|| WorkflowError::invalid("predict needs at least one --model run"))?;
     let cfg = FinetuneConfig::read(first, None)?;
     for other in &req.models[1..] {
-        let task = FinetuneConfig::read(other, None)?.task;
+        let other_cfg = FinetuneConfig::read(other, None)?;
+        let task = other_cfg.task;
+        if req.cases == Cases::Test && req.data.is_some() && other_cfg.test_cases != cfg.test_cases {
+            return Err(WorkflowError::invalid(format!(
+                "--cases test: {} and {} hold out different test cases (the fold runs of a study do), so the ensemble would score cases some of its runs trained on",
+                other.display(),
+                first.display()
+            )));
+        }
         if task != cfg.task {
             return Err(WorkflowError::invalid(format!(
                 "{} is a {task:?} run, {} a {:?} run: an ensemble takes runs of one task",
