@@ -58,6 +58,15 @@ impl Drop for DirLock {
     }
 }
 
+/// Whether `folder` holds anything but its lock file (a missing folder holds nothing).
+pub fn holds_files(folder: &Path) -> Result<bool, RunError> {
+    if !folder.exists() {
+        return Ok(false);
+    }
+    let entries = std::fs::read_dir(folder).map_err(RunError::io(folder))?;
+    Ok(entries.flatten().any(|e| e.file_name() != LOCK_FILE))
+}
+
 /// The pid written in a held lock file; the holder writes it just after taking the lock, so an
 /// empty file is read again for a moment.
 fn holder(path: &Path) -> Option<u32> {

@@ -16,22 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::RunError;
-use crate::lock::{DirLock, LOCK_FILE};
+use crate::lock::{DirLock, holds_files as occupied};
 
 /// A run folder, held by this process while any clone of it lives.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,
     _lock: Arc<DirLock>,
-}
-
-/// Whether `root` holds anything but a lock file.
-fn occupied(root: &Path) -> Result<bool, RunError> {
-    if !root.exists() {
-        return Ok(false);
-    }
-    let entries = std::fs::read_dir(root).map_err(RunError::io(root))?;
-    Ok(entries.flatten().any(|e| e.file_name() != LOCK_FILE))
 }
 
 impl RunDir {

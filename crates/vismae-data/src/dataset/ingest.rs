@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Serialize;
-use vismae_run::lock::{DirLock, LOCK_FILE};
+use vismae_run::lock::DirLock;
 use vismae_run::run_dir::{append_whole, write_atomic};
 
 use super::{DatasetInfo, FORMAT_VERSION, ImageRecord, Skipped, origin_key, read_info, read_manifests, shard_paths};
@@ -295,10 +295,7 @@ fn lock(root: &Path) -> Result<DirLock, DataError> {
 
 /// Whether `root` holds anything but a lock file.
 fn has_files(root: &Path) -> Result<bool, DataError> {
-    if !root.exists() {
-        return Ok(false);
-    }
-    Ok(std::fs::read_dir(root).map_err(io_err(root))?.flatten().any(|e| e.file_name() != LOCK_FILE))
+    vismae_run::lock::holds_files(root).map_err(|e| DataError::new(root, Reason::Io, e.to_string()))
 }
 
 fn not_a_dataset(root: &Path) -> DataError {
