@@ -88,13 +88,19 @@ enum Command {
     },
     /// The whole method end to end in a few CPU minutes: pre-train, fine-tune with few labels and with all, evaluate held-out cases, report (on the sample data, or generated phantoms).
     Demo(demo_cmd::DemoArgs),
-    /// Write one image of a DICOM, NIfTI, MHA/NRRD or PNG/JPEG/TIFF file as an 8-bit grey PNG, windowed and normalised.
+    /// Write one image of a DICOM, NIfTI, MHA/NRRD or PNG/JPEG/TIFF file as an 8-bit grey PNG, windowed and normalised; or turn a DICOM RTSTRUCT or SEG into a label map (.nii/.nii.gz) on the grid of the series it references.
     Convert {
         /// Input file (format detected from content).
         input: PathBuf,
-        /// Output PNG (must not exist).
+        /// Output PNG; .nii/.nii.gz for an RTSTRUCT or SEG input; .dcm to write a label map as a DICOM SEG of --series (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// RTSTRUCT/SEG input: the folder of the image series it references (default: the input's folder, searched recursively).
+        #[arg(long)]
+        series: Option<PathBuf>,
+        /// RTSTRUCT/SEG input: the ROI or segment names to keep, in label order (repeatable; default all, in the file's order). Label map to SEG: the segment names of labels 1, 2, ...
+        #[arg(long = "roi")]
+        rois: Vec<String>,
         #[command(flatten)]
         intensity: IntensityArgs,
         /// DICOM frame or volume slice (volumes default to the middle slice).
@@ -189,6 +195,51 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `vismae convert RS.dcm|SEG.dcm --out labels.nii.gz`: the label map and its JSON sidecar.
+fn convert_annotation(
+    input: &std::path::Path,
+    out: &std::path::Path,
+    series: Option<&std::path::Path>,
+    rois: &[String],
+    kind: vismae_data::annotations::AnnotationKind,
+) -> anyhow::Result<()> {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if !(name.ends_with(".nii") || name.ends_with(".nii.gz")) {
+        anyhow::bail!(
+            "{}: the label map of an RTSTRUCT or SEG is written as NIfTI; give --out a .nii or .nii.gz name",
+            out.display()
+        );
+    }
+    let sidecar = vismae_data::annotations::sidecar_path(out);
+    if sidecar.exists() {
+        anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", sidecar.display());
+    }
+    let map = vismae_data::annotations::read_labels(input, series, rois)?;
+    map.write(out, input)?;
+    let what = match kind {
+        vismae_data::annotations::AnnotationKind::RtStruct => "RTSTRUCT",
+        vismae_data::annotations::AnnotationKind::Seg => "SEG",
+    };
+    let g = &map.grid;
+    println!(
+        "{} ({what}) -> {} on series {} ({}x{}x{}), labels in {}",
+        input.display(),
+        out.display(),
+        g.series_uid,
+        g.columns,
+        g.rows,
+        g.slices(),
+        sidecar.display()
+    );
+    for (k, (n, c)) in map.names.iter().zip(map.counts()).enumerate() {
+        println!("  {}  {n}: {c} voxels", k + 1);
+    }
+    for note in &map.notes {
+        println!("  note: {note}");
+    }
+    Ok(())
+}
+
 fn describe_norm(n: &Normalisation) -> String {
     match n {
         Normalisation::Window { window, function, from_header } => format!(
@@ -214,9 +265,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("classification set:  {} ({})", s.classification.display(), s.classification_name);
             Ok(())
         }
-        Command::Convert { input, out, intensity, frame, plane, size, limits } => {
+        Command::Convert { input, out, series, rois, intensity, frame, plane, size, limits } => {
             if out.exists() {
                 anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", out.display());
+            }
+            if let Some(kind) = vismae_data::annotations::AnnotationKind::of_file(&input) {
+                return convert_annotation(&input, &out, series.as_deref(), &rois, kind);
+            }
+            if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm")) {
+                let Some(series) = series else {
+                    anyhow::bail!("a DICOM SEG is written for a series: give its folder with --series");
+                };
+                let algorithm = vismae_data::annotations::seg::SegAlgorithm {
+                    name: "vismae".into(),
+                    version: vismae_run::VISMAE_VERSION.into(),
+                    description: format!("converted from {}", input.file_name().unwrap_or_default().to_string_lossy()),
+                };
+                let (w, grid, classes) =
+                    vismae_data::annotations::labels_to_seg(&input, &series, &rois, &out, &algorithm)?;
+                println!(
+                    "{} -> {} (DICOM SEG, {} segment(s): {}; {} frame(s)) on series {}",
+                    input.display(),
+                    out.display(),
+                    classes.len(),
+                    classes.join(", "),
+                    w.frames,
+                    grid.series_uid
+                );
+                return Ok(());
+            }
+            if series.is_some() || !rois.is_empty() {
+                anyhow::bail!(
+                    "--series and --roi apply to an RTSTRUCT or SEG input, or to a label map written as a SEG (--out NAME.dcm); {} is none of these",
+                    input.display()
+                );
             }
             let opts = ConvertOptions { normalise: intensity.options(), frame, size, plane, limits: limits.limits() };
             let s = convert::convert(&input, &out, &opts)?;

@@ -21,8 +21,9 @@ pub enum CasesArg {
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
     /// Run folder of `vismae finetune seg` or `finetune cls` (config.json, best.safetensors);
-    /// given again (`--model RUN1 --model RUN2 ...`, e.g. the folds of a study) the runs average
-    /// their probabilities, and must agree on classes and preprocessing.
+    /// given again (`--model RUN1 --model RUN2 ...`) the runs average their probabilities, and
+    /// must agree on classes and preprocessing. A study cell (STUDY/cells/DATASET/INIT/FRACTION)
+    /// stands for all its fold runs.
     #[arg(long, required = true)]
     model: Vec<PathBuf>,
     /// Images, volumes, or folders holding a DICOM series (for runs on several channels:
@@ -53,9 +54,25 @@ pub struct PredictArgs {
     /// The same as `--tta off` (one pass: what validation and studies score).
     #[arg(long, conflicts_with = "tta")]
     no_tta: bool,
+    /// Also write a DICOM SEG (NAME.seg.dcm) per input DICOM series: one binary segment per class,
+    /// referencing the series and its SOP instances (segmentation).
+    #[arg(long)]
+    dicom_seg: bool,
+    /// Runs trained on patches (`input = "patch"`): the sliding window's overlap, as a share of
+    /// the side (default: the run's, 0.5 as nnU-Net).
+    #[arg(long)]
+    overlap: Option<f64>,
+    /// Runs trained on patches: weigh the windows evenly instead of by a Gaussian.
+    #[arg(long)]
+    no_gaussian: bool,
 }
 
 pub fn run(a: PredictArgs) -> anyhow::Result<()> {
+    if let Some(o) = a.overlap
+        && !(0.0..1.0).contains(&o)
+    {
+        anyhow::bail!("--overlap {o} must be at least 0 and below 1");
+    }
     let req = PredictRequest {
         models: a.model,
         inputs: a.inputs,
@@ -70,6 +87,9 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             overlay: a.overlay,
             probabilities: a.probabilities,
             tta: if a.no_tta { Some(vismae_run::Tta::Off) } else { a.tta },
+            dicom_seg: a.dicom_seg,
+            overlap: a.overlap,
+            gaussian: a.no_gaussian.then_some(false),
         },
     };
     let pb = vismae_run::RunDir::bar(0, 0, "predict", "cases");
@@ -92,8 +112,8 @@ pub fn run(a: PredictArgs) -> anyhow::Result<()> {
             s.cases,
             s.seconds,
             req.out.display(),
-            req.models.len(),
-            if req.models.len() == 1 { "" } else { "s averaged" },
+            s.models.len(),
+            if s.models.len() == 1 { "" } else { "s averaged" },
             match s.tta {
                 Some(vismae_run::Tta::All) => "test-time augmentation: the four mirrorings",
                 Some(vismae_run::Tta::Lr) => "test-time augmentation: left-right mirroring",

@@ -29,6 +29,16 @@ pub enum WeightsCommand {
         /// The name the weights get in reports (imports default to `ImageNet`; e.g. `RadImageNet`).
         #[arg(long)]
         name: Option<String>,
+        /// The licence note the output's model card gives (for files whose card has none).
+        #[arg(long)]
+        licence: Option<String>,
+        /// The `vismae ingest` dataset the weights were pre-trained on: its images by modality go
+        /// into the output's card (for files written before cards held them).
+        #[arg(long)]
+        dataset: Option<PathBuf>,
+        /// Where the training images came from, for the card (repeatable; added to the dataset's).
+        #[arg(long = "source")]
+        sources: Vec<String>,
     },
 }
 
@@ -70,11 +80,17 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
                 Ok(info) => describe(&info),
                 Err(e) => println!("model:            not recognised ({e})"),
             }
-            print_card(sd.card().as_ref());
+            match (sd.card(), vismae_run::ModelCard::read_beside(&file)) {
+                (None, Some((beside, card))) => {
+                    println!("model card from:  {}", beside.display());
+                    print_card(Some(&card));
+                }
+                (card, _) => print_card(card.as_ref()),
+            }
             print_keys(keys, &sd);
             Ok(())
         }
-        WeightsCommand::Convert { input, output, name } => {
+        WeightsCommand::Convert { input, output, name, licence, dataset, sources } => {
             if output.exists() {
                 anyhow::bail!("{} already exists: choose another output (vismae never overwrites)", output.display());
             }
@@ -99,8 +115,30 @@ pub fn run(cmd: WeightsCommand) -> anyhow::Result<()> {
                 if let Some(n) = name {
                     card.name = n;
                 }
-            } else if name.is_some() {
-                println!("note: {} carries no model card, so --name is not recorded", input.display());
+                if licence.is_some() {
+                    card.licence = licence;
+                }
+                if let Some(d) = &dataset {
+                    let modalities = match &card.origin {
+                        vismae_run::Origin::Pretrained { modalities, .. } => modalities.clone(),
+                        _ => Vec::new(),
+                    };
+                    let filter = vismae_data::dataset::reader::Filter { modalities, ..Default::default() };
+                    let ds = vismae_data::dataset::reader::ShardedDataset::open(d, &filter)?;
+                    card.data = Some(vismae_run::DataSummary {
+                        images: ds.len(),
+                        modalities: ds.modality_counts(),
+                        sources: ds.info().sources.clone(),
+                    });
+                }
+                if !sources.is_empty() {
+                    card.data.get_or_insert_with(Default::default).sources.extend(sources);
+                }
+            } else if name.is_some() || licence.is_some() || dataset.is_some() || !sources.is_empty() {
+                println!(
+                    "note: {} carries no model card, so --name, --licence, --dataset and --source are not recorded",
+                    input.display()
+                );
             }
             store::save(model, &spec, &output)?;
             println!("wrote {} ({} model)", output.display(), spec.kind);
@@ -119,6 +157,18 @@ fn print_card(card: Option<&vismae_run::ModelCard>) {
             if !c.classes.is_empty() {
                 println!("class names:      {}", c.classes.join(", "));
             }
+            if let Some(d) = &c.data {
+                let by: Vec<String> = d.modalities.iter().map(|(m, n)| format!("{n} {m}")).collect();
+                println!("training data:    {} ({})", d.images, if by.is_empty() { "-".into() } else { by.join(", ") });
+                for s in &d.sources {
+                    println!("  source:         {s}");
+                }
+            }
+            if !c.metrics.is_empty() {
+                let m: Vec<String> = c.metrics.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                println!("metrics:          {}", m.join(", "));
+            }
+            println!("licence:          {}", c.licence.as_deref().unwrap_or(vismae_run::LICENCE_UNSTATED));
         }
         None => println!("model card:       none (not written by vismae 0.2 or later)"),
     }

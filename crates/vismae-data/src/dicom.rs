@@ -32,6 +32,9 @@ pub struct DicomMeta {
     pub series_uid: Option<String>,
     /// SOP Instance UID.
     pub sop_uid: Option<String>,
+    /// Frame of Reference UID: the patient coordinate system positions are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_of_reference_uid: Option<String>,
     /// Instance Number.
     pub instance_number: Option<i64>,
     /// Image Position (Patient), mm.
@@ -110,6 +113,39 @@ fn uint(obj: &DefaultDicomObject, tag: dicom_core::Tag) -> Option<usize> {
     obj.get(tag).and_then(|e| e.to_int::<i64>().ok()).filter(|v| *v >= 0).map(|v| v as usize)
 }
 
+/// Parses DICOM bytes (a Part 10 file, preamble optional) within `limits` into a data set of any
+/// kind (images, structure sets, segmentations); `path` names them in errors.
+pub(crate) fn parse_object(path: &Path, bytes: &[u8], limits: &Limits) -> Result<DefaultDicomObject, DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::new(path, Reason::Empty, "the file is empty"));
+    }
+    let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { 128 } else { 0 };
+    let parse = |b: &[u8]| -> Result<DefaultDicomObject, (Reason, String)> {
+        prescan::prescan(b, limits).map_err(|e| match e.over_limit {
+            true => (Reason::TooLarge, format!("DICOM header: {}", e.what)),
+            false => (Reason::Corrupt, format!("cannot parse DICOM: {}", e.what)),
+        })?;
+        crate::guard::guarded(|| {
+            OpenFileOptions::new().read_preamble(dicom_object::file::ReadPreamble::Never).from_reader(b)
+        })
+        .map_err(|p| (Reason::Corrupt, format!("cannot parse DICOM: the parser crashed ({p})")))?
+        .map_err(|e| (Reason::Corrupt, format!("cannot parse DICOM: {e}")))
+    };
+    let obj = match parse(&bytes[start..]) {
+        Ok(obj) => obj,
+        // bytes after the pixel data (trailing padding some writers leave) are ignored, as
+        // pydicom ignores them: parse again from the bytes up to the end of the pixel data
+        Err(e) => match pixel_data_end(bytes).filter(|&end| end > start && end < bytes.len()) {
+            Some(end) => {
+                parse(&bytes[start..end]).map_err(|fallback| if e.0 == Reason::TooLarge { e } else { fallback })
+            }
+            None => Err(e),
+        }
+        .map_err(|(reason, message)| DataError::new(path, reason, message))?,
+    };
+    Ok(obj)
+}
+
 /// Whether `bytes` (the start of a file) look like DICOM: `DICM` after a 128-byte preamble, or a
 /// preamble-less data set starting with a group 0002 or 0008 element.
 pub fn sniff(bytes: &[u8]) -> bool {
@@ -144,33 +180,7 @@ impl DicomFile {
     /// [`DicomFile::from_bytes`] within `limits`: every declared length, the nesting depth and
     /// the declared pixel data are checked before dicom-rs allocates anything for them.
     pub fn from_bytes_with(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Self, DataError> {
-        if bytes.is_empty() {
-            return Err(DataError::new(path, Reason::Empty, "the file is empty"));
-        }
-        let start = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" { 128 } else { 0 };
-        let parse = |b: &[u8]| -> Result<DefaultDicomObject, (Reason, String)> {
-            prescan::prescan(b, limits).map_err(|e| match e.over_limit {
-                true => (Reason::TooLarge, format!("DICOM header: {}", e.what)),
-                false => (Reason::Corrupt, format!("cannot parse DICOM: {}", e.what)),
-            })?;
-            crate::guard::guarded(|| {
-                OpenFileOptions::new().read_preamble(dicom_object::file::ReadPreamble::Never).from_reader(b)
-            })
-            .map_err(|p| (Reason::Corrupt, format!("cannot parse DICOM: the parser crashed ({p})")))?
-            .map_err(|e| (Reason::Corrupt, format!("cannot parse DICOM: {e}")))
-        };
-        let obj = match parse(&bytes[start..]) {
-            Ok(obj) => obj,
-            // bytes after the pixel data (trailing padding some writers leave) are ignored, as
-            // pydicom ignores them: parse again from the bytes up to the end of the pixel data
-            Err(e) => match pixel_data_end(bytes).filter(|&end| end > start && end < bytes.len()) {
-                Some(end) => {
-                    parse(&bytes[start..end]).map_err(|fallback| if e.0 == Reason::TooLarge { e } else { fallback })
-                }
-                None => Err(e),
-            }
-            .map_err(|(reason, message)| DataError::new(path, reason, message))?,
-        };
+        let obj = parse_object(path, bytes, limits)?;
         if obj.get(tags::PIXEL_DATA).is_none() && obj.get(tags::FLOAT_PIXEL_DATA).is_none() {
             let class = sop_class(&obj);
             if let Some(why) =
@@ -198,6 +208,7 @@ impl DicomFile {
             study_uid: text(&obj, tags::STUDY_INSTANCE_UID),
             series_uid: text(&obj, tags::SERIES_INSTANCE_UID),
             sop_uid: text(&obj, tags::SOP_INSTANCE_UID),
+            frame_of_reference_uid: text(&obj, tags::FRAME_OF_REFERENCE_UID),
             instance_number: obj.get(tags::INSTANCE_NUMBER).and_then(|e| e.to_int::<i64>().ok()),
             position: (pos.len() == 3).then(|| [pos[0], pos[1], pos[2]]),
             orientation: (ori.len() == 6).then(|| [ori[0], ori[1], ori[2], ori[3], ori[4], ori[5]]),
@@ -258,6 +269,11 @@ impl DicomFile {
             }
         }
         Ok(Raster::new(w, h, 3, data))
+    }
+
+    /// The parsed data set.
+    pub fn object(&self) -> &DefaultDicomObject {
+        &self.obj
     }
 
     /// The file.

@@ -2,6 +2,7 @@
 //! entry point that detects the format from content, intensity windowing, resizing as PIL does
 //! it, and conversion of one image to a PNG. burn appears nowhere in this crate.
 
+pub mod annotations;
 pub mod bench;
 pub mod convert;
 pub mod dataset;

@@ -53,11 +53,38 @@ pub fn read_raw(raw: &RawImage, spec: &Preprocess) -> Raster {
 /// side. Errors when the files do not fit the channel policy.
 pub fn planes(spec: &Preprocess, files: &[Raster]) -> Result<Planes, String> {
     let n = spec.size;
+    let data = planes_by(spec, files, |r: &Raster| r.resize_bilinear(n, n))?;
+    Ok(Planes { planes: data.len() / (n * n), size: n, data })
+}
+
+/// One input's planes at its files' own size (step 2 without the resize of step 3): what patch
+/// training cuts patches from and a sliding window slides over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NativePlanes {
+    /// Planes (1 grey, 3 colour, or one per file of the case).
+    pub planes: usize,
+    /// Columns.
+    pub width: usize,
+    /// Rows.
+    pub height: usize,
+    /// `planes * width * height` values, plane after plane.
+    pub data: Vec<f32>,
+}
+
+/// Step 2 of one input's files (all of one size), kept at their size.
+pub fn native_planes(spec: &Preprocess, files: &[Raster]) -> Result<NativePlanes, String> {
+    let first = files.first().ok_or("no image")?;
+    let (width, height) = (first.width, first.height);
+    let data = planes_by(spec, files, Raster::clone)?;
+    Ok(NativePlanes { planes: data.len() / (width * height).max(1), width, height, data })
+}
+
+/// The planes of `files` by the spec's channel policy, each raster passed through `resize`.
+fn planes_by(spec: &Preprocess, files: &[Raster], resize: impl Fn(&Raster) -> Raster) -> Result<Vec<f32>, String> {
     let first = files.first().ok_or("no image")?;
     if files.iter().any(|f| (f.width, f.height) != (first.width, first.height)) {
         return Err("the image files of one case differ in size".into());
     }
-    let resize = |r: &Raster| r.resize_bilinear(n, n);
     let data: Vec<f32> = match spec.channels {
         Channels::Grey | Channels::Colour if files.len() != 1 => {
             return Err(format!(
@@ -74,7 +101,7 @@ pub fn planes(spec: &Preprocess, files: &[Raster]) -> Result<Planes, String> {
         }
         Channels::Stack => files.iter().flat_map(|f| resize(&f.to_grey()).data).collect(),
     };
-    Ok(Planes { planes: data.len() / (n * n), size: n, data })
+    Ok(data)
 }
 
 /// One 2-D training or validation example of a segmentation case at its native size: the rasters

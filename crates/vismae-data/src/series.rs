@@ -28,6 +28,10 @@ pub fn group_series(files: &[PathBuf]) -> (Vec<Series>, Vec<DataError>) {
     let mut errors = Vec::new();
     for f in files {
         match DicomFile::open(f) {
+            // segmentations and structure sets sit beside the series they annotate: not slices
+            Ok(d)
+                if d.meta.sop_class_uid.as_deref().and_then(crate::annotations::AnnotationKind::of_class).is_some() => {
+            }
             Ok(d) => {
                 let uid = d.meta.series_uid.clone().unwrap_or_else(|| f.display().to_string());
                 groups.entry(uid).or_default().push((d.meta.slice_location(), d.meta.instance_number, f.clone()));

@@ -284,7 +284,10 @@ pub fn save<B: Backend>(model: AnyModel<B>, spec: &ModelSpec, path: &Path) -> Re
             Ok(model)
         }
         Format::Pth => {
-            let (model, sd) = model.state_dict();
+            let (model, mut sd) = model.state_dict();
+            if let Some(card) = &spec.card {
+                sd.set_card(card);
+            }
             pth_write::write(&sd, path)?;
             Ok(model)
         }
@@ -301,6 +304,11 @@ pub fn save<B: Backend>(model: AnyModel<B>, spec: &ModelSpec, path: &Path) -> Re
             }
             .map_err(|e| fail(e.to_string()))?;
             crate::weights::write_atomic(path, &bytes)?;
+            if let Some(card) = &spec.card {
+                let mut sd = StateDict::default();
+                sd.set_card(card);
+                crate::weights::write_card_beside(&sd, path)?;
+            }
             Ok(model)
         }
     }

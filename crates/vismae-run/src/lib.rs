@@ -22,7 +22,7 @@ pub mod settings;
 pub mod study;
 pub mod vocab;
 
-pub use card::{ModelCard, Origin};
+pub use card::{DataSummary, LICENCE_UNSTATED, ModelCard, Origin};
 pub use error::RunError;
 pub use lock::DirLock;
 pub use preprocess::{Channels, InputNorm, Intensity, Preprocess};
@@ -31,7 +31,9 @@ pub use schema::{
     ClsEvaluation, ClsSummary, FinetuneConfig, PretrainConfig, RunRecord, SegEvaluation, SegSummary, TaskSettings,
 };
 pub use settings::{ClsSettings, PretrainSettings, SegSettings};
-pub use vocab::{Augment, DecoderInit, Fallback, GroupBy, Init, Keep, Method, ModelKind, Plane, Task, Tta, Variant};
+pub use vocab::{
+    Augment, DecoderInit, Fallback, GroupBy, Init, Keep, Method, ModelKind, Plane, SegInput, Task, Tta, Variant,
+};
 
 /// The version of vismae that writes run folders and weights (recorded in each).
 pub const VISMAE_VERSION: &str = env!("CARGO_PKG_VERSION");

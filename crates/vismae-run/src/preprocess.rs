@@ -242,8 +242,13 @@ impl Preprocess {
     /// Step 5: `planes` planar planes of `size * size` values (after any augmentation) become the
     /// network input of `in_chans` planes: one plane is replicated, three planes feeding one
     /// channel are averaged; then the normalisation is applied over the whole image.
-    pub fn finish(&self, mut data: Vec<f32>, planes: usize) -> Vec<f32> {
-        let px = self.size * self.size;
+    pub fn finish(&self, data: Vec<f32>, planes: usize) -> Vec<f32> {
+        self.finish_px(data, planes, self.size * self.size)
+    }
+
+    /// [`Preprocess::finish`] of an image of `px` pixels (not the input side squared): a whole
+    /// slice at its own resolution, before patches are cut from it.
+    pub fn finish_px(&self, mut data: Vec<f32>, planes: usize, px: usize) -> Vec<f32> {
         if planes != self.in_chans {
             if planes == 1 {
                 data = data.repeat(self.in_chans);

@@ -76,6 +76,9 @@ pub struct PretrainConfig {
     /// What the network sees.
     #[serde(default)]
     pub preprocess: Preprocess,
+    /// The selected images by modality and where the dataset's images came from (for the card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_summary: Option<crate::DataSummary>,
 }
 
 impl PretrainConfig {

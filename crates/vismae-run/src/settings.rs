@@ -174,6 +174,8 @@ pub struct PretrainSettings {
     pub reconstruct_every: usize,
     /// Images in the reconstruction grid.
     pub reconstruct_images: usize,
+    /// The terms the weights come with, for their model card (unset: those of the images).
+    pub licence: Option<String>,
 }
 
 impl Default for PretrainSettings {
@@ -210,6 +212,7 @@ impl Default for PretrainSettings {
             keep_checkpoints: 3,
             reconstruct_every: 50,
             reconstruct_images: 8,
+            licence: None,
         }
     }
 }
@@ -354,6 +357,17 @@ pub struct SegSettings {
     pub augment: Augment,
     /// Slicing plane of volumes.
     pub plane: Plane,
+    /// `resize` (each image to the input side and back) or `patch` (native resolution: random
+    /// patches in training, a sliding window in validation and prediction).
+    pub input: crate::vocab::SegInput,
+    /// Patch mode: the share of training patches centred on a random foreground pixel (nnU-Net
+    /// 0.33); the others are placed uniformly.
+    pub foreground_oversample: f64,
+    /// Patch mode: how much neighbouring windows overlap, as a share of the side (nnU-Net 0.5).
+    pub overlap: f64,
+    /// Patch mode: weigh each window's probabilities by a Gaussian centred on it (sigma 1/8 of
+    /// the side, as nnU-Net) rather than evenly.
+    pub gaussian: bool,
     /// Seed.
     pub seed: u64,
     /// How the decoder starts from MAE weights.
@@ -395,6 +409,10 @@ impl Default for SegSettings {
             ce_weight: 0.6,
             augment: Augment::Reference,
             plane: Plane::Axial,
+            input: crate::vocab::SegInput::Resize,
+            foreground_oversample: 1.0 / 3.0,
+            overlap: 0.5,
+            gaussian: true,
             seed: 0,
             decoder_init: DecoderInit::Mae,
             keep: crate::vocab::Keep::Best,

@@ -255,6 +255,21 @@ impl Tta {
     }
 }
 
+/// How a segmentation run meets images whose size is not its input side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SegInput {
+    /// Each image (slice) resized to the side, predicted, and the labels resized back (the
+    /// reference's way).
+    #[default]
+    Resize,
+    /// Images kept at their own resolution: training on random patches of the side (a share of
+    /// them centred on foreground, as nnU-Net samples), prediction by a sliding window with
+    /// Gaussian importance weighting.
+    Patch,
+}
+display_from_value_enum!(SegInput, "segmentation input");
+
 /// Which epoch's weights a fine-tuning run keeps (`best.safetensors`, what `predict` uses).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]

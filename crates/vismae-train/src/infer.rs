@@ -56,6 +56,12 @@ pub fn seg_probabilities_mean<B: Backend>(
     let planes = chunk.first().map_or(1, |p| p.planes);
     let data: Vec<f32> = chunk.iter().flat_map(|p| p.data.iter().copied()).collect();
     let x = crate::input::batch::<B>(spec, &data, chunk.len(), planes, device);
+    mean_probabilities(models, x, tta)
+}
+
+/// Softmax probabilities of the network input `x`, averaged over `models` and the mirrorings
+/// `tta` names (the body of [`seg_probabilities_mean`]).
+fn mean_probabilities<B: Backend>(models: &[&SwinUnet<B>], x: Tensor<B, 4>, tta: Tta) -> Vec<f32> {
     let mirrors: &[&[isize]] = match tta {
         Tta::Off => &[&[]],
         Tta::Lr => &[&[], &[3]],
@@ -78,6 +84,124 @@ pub fn seg_probabilities_mean<B: Backend>(
     }
     let n = (models.len() * mirrors.len()) as f32;
     sum.map(|s| (s / n).into_data().convert::<f32>().to_vec().unwrap_or_default()).unwrap_or_default()
+}
+
+/// How a sliding window moves over an image larger than the network's side.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SlidingWindow {
+    /// Overlap of neighbouring windows, as a share of the side (nnU-Net: 0.5).
+    pub overlap: f64,
+    /// Gaussian importance weighting (nnU-Net: sigma 1/8 of the side) rather than even.
+    pub gaussian: bool,
+}
+
+impl SlidingWindow {
+    /// The window of a segmentation run's settings.
+    pub fn of(s: &vismae_run::SegSettings) -> Self {
+        Self { overlap: s.overlap, gaussian: s.gaussian }
+    }
+}
+
+/// Start offsets of windows of side `n` over `len` pixels: as few as keep neighbours overlapping
+/// by at least `overlap` of the side, evenly spread from 0 to `len - n` (nnU-Net's
+/// `compute_steps_for_sliding_window`); one window at 0 when `len <= n`.
+pub fn window_starts(len: usize, n: usize, overlap: f64) -> Vec<usize> {
+    if len <= n {
+        return vec![0];
+    }
+    let target = (n as f64 * (1.0 - overlap)).max(1.0);
+    let count = ((len - n) as f64 / target).ceil() as usize + 1;
+    let step = (len - n) as f64 / (count - 1) as f64;
+    // numpy rounds half to even, as nnU-Net's steps do
+    (0..count).map(|i| (step * i as f64).round_ties_even() as usize).collect()
+}
+
+/// The importance of each pixel of an `n x n` window: a Gaussian with sigma `n / 8` centred on
+/// pixel `n / 2` and 1 at its peak (nnU-Net's `compute_gaussian`, without its 4-sigma truncation),
+/// or 1 everywhere.
+pub fn importance(n: usize, gaussian: bool) -> Vec<f32> {
+    if !gaussian {
+        return vec![1.0; n * n];
+    }
+    let (c, sigma) = ((n / 2) as f64, n as f64 / 8.0);
+    let g: Vec<f64> = (0..n).map(|i| (-((i as f64 - c).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
+    (0..n * n).map(|i| (g[i / n] * g[i % n]).max(1e-12) as f32).collect()
+}
+
+/// Softmax probabilities `[classes, height, width]` (flat) of one image at its own resolution, by
+/// a sliding window of the network's side: the image is finished as a whole (channels replicated,
+/// then the run's normalisation over the image), padded to at least the side with each channel's
+/// minimum, cut into windows (`window`), each predicted as [`seg_probabilities_mean`] predicts
+/// (`models`, `tta`) in chunks of `batch` windows, weighted by [`importance`] and averaged where
+/// windows overlap. Validation and prediction both call this, so they agree exactly.
+pub fn sliding_probabilities<B: Backend>(
+    models: &[&SwinUnet<B>],
+    spec: &Preprocess,
+    image: &vismae_data::prep::NativePlanes,
+    tta: Tta,
+    window: SlidingWindow,
+    batch: usize,
+    device: &B::Device,
+) -> Vec<f32> {
+    let (n, c_in) = (spec.size, spec.in_chans);
+    let (w, h) = (image.width, image.height);
+    let finished = spec.finish_px(image.data.clone(), image.planes, w * h);
+    let (pw, ph) = (w.max(n), h.max(n));
+    let mut padded = vec![0f32; c_in * pw * ph];
+    for (ch, plane) in finished.chunks(w * h).enumerate().take(c_in) {
+        let lo = plane.iter().copied().fold(f32::INFINITY, f32::min);
+        let dst = &mut padded[ch * pw * ph..(ch + 1) * pw * ph];
+        dst.fill(if lo.is_finite() { lo } else { 0.0 });
+        for r in 0..h {
+            dst[r * pw..r * pw + w].copy_from_slice(&plane[r * w..(r + 1) * w]);
+        }
+    }
+    let windows: Vec<(usize, usize)> = window_starts(ph, n, window.overlap)
+        .into_iter()
+        .flat_map(|y| window_starts(pw, n, window.overlap).into_iter().map(move |x| (x, y)))
+        .collect();
+    let weight = importance(n, window.gaussian);
+    let mut acc: Vec<f32> = Vec::new();
+    let mut wsum = vec![0f32; pw * ph];
+    let mut classes = 0;
+    for chunk in windows.chunks(batch.max(1)) {
+        let mut data = Vec::with_capacity(chunk.len() * c_in * n * n);
+        for &(x0, y0) in chunk {
+            for ch in 0..c_in {
+                let src = &padded[ch * pw * ph..(ch + 1) * pw * ph];
+                for r in 0..n {
+                    data.extend_from_slice(&src[(y0 + r) * pw + x0..(y0 + r) * pw + x0 + n]);
+                }
+            }
+        }
+        let x = crate::input::finished::<B>(&data, chunk.len(), c_in, n, device);
+        let probs = mean_probabilities(models, x, tta);
+        if classes == 0 {
+            classes = probs.len() / (chunk.len() * n * n);
+            acc = vec![0f32; classes * pw * ph];
+        }
+        for (i, &(x0, y0)) in chunk.iter().enumerate() {
+            for r in 0..n {
+                for c in 0..n {
+                    let (at, wt) = ((y0 + r) * pw + x0 + c, weight[r * n + c]);
+                    wsum[at] += wt;
+                    for k in 0..classes {
+                        acc[k * pw * ph + at] += wt * probs[((i * classes + k) * n + r) * n + c];
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(classes * w * h);
+    for k in 0..classes {
+        for r in 0..h {
+            for c in 0..w {
+                let at = r * pw + c;
+                out.push(acc[k * pw * ph + at] / wsum[at]);
+            }
+        }
+    }
+    out
 }
 
 /// Class index per pixel of one image's `classes` probability planes of `px` pixels: the first
@@ -183,6 +307,7 @@ impl<B: Backend> SegNet<B> {
                 o.insert("classes".into(), serde_json::json!(n.classes));
                 o.insert("class names".into(), serde_json::json!(n.config.classes));
                 o.insert("plane".into(), serde_json::json!(format!("{:?}", n.config.seg().map(|s| s.plane))));
+                o.insert("input".into(), serde_json::json!(n.config.seg().map(|s| s.input.to_string())));
             }
             v
         };
@@ -343,6 +468,68 @@ mod tests {
         let other = seg_probabilities(&nets[1], &spec, &[&input], &device);
         let both = seg_probabilities_mean(&[&nets[0], &nets[1]], &spec, &[&input], Tta::Off, &device);
         assert!(both.iter().zip(one.iter().zip(&other)).all(|(m, (a, b))| (m - (a + b) / 2.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn windows_step_as_nnunets_and_weigh_by_a_centred_gaussian() {
+        // nnU-Net's compute_steps_for_sliding_window(image, patch, 0.5)
+        assert_eq!(window_starts(64, 64, 0.5), [0]);
+        assert_eq!(window_starts(40, 64, 0.5), [0]);
+        assert_eq!(window_starts(181, 64, 0.5), [0, 29, 58, 88, 117]);
+        assert_eq!(window_starts(217, 64, 0.5), [0, 31, 61, 92, 122, 153]);
+        assert_eq!(window_starts(100, 64, 0.0), [0, 36]);
+        let g = importance(64, true);
+        let peak = g.iter().copied().fold(0.0f32, f32::max);
+        assert_eq!((peak, g[32 * 64 + 32]), (1.0, 1.0));
+        assert!(g.iter().all(|&v| v > 0.0) && g[0] < 1e-6 && (g[32 * 64 + 40] - g[40 * 64 + 32]).abs() < 1e-7);
+        assert!(importance(8, false).iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn a_sliding_window_over_one_window_is_the_plain_pass_and_larger_images_are_covered() {
+        let device = Default::default();
+        let n = 32;
+        let spec = Preprocess {
+            size: n,
+            in_chans: 1,
+            channels: Channels::Grey,
+            intensity: Intensity::Stored,
+            norm: InputNorm::MinMax,
+        };
+        let net: SwinUnet<B> = crate::seeds::locked(|| Variant::Tiny.unet(1, 3).init::<B>(&device));
+        let img: Vec<f32> = (0..n * n).map(|i| ((i * 37 % 101) as f32 / 101.0) + (i / n) as f32 / n as f32).collect();
+        let window = SlidingWindow { overlap: 0.5, gaussian: true };
+        let native = vismae_data::prep::NativePlanes { planes: 1, width: n, height: n, data: img.clone() };
+        let slid = sliding_probabilities(&[&net], &spec, &native, Tta::Off, window, 4, &device);
+        let plain = seg_probabilities(&net, &spec, &[&Planes { planes: 1, size: n, data: img }], &device);
+        assert!(slid.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-6), "one window is the plain pass");
+        // a 50 x 41 image: every pixel covered, probabilities still summing to one per pixel
+        let (w, h) = (50, 41);
+        let big = vismae_data::prep::NativePlanes {
+            planes: 1,
+            width: w,
+            height: h,
+            data: (0..w * h).map(|i| ((i * 13 % 29) as f32).sin()).collect(),
+        };
+        for gaussian in [true, false] {
+            let p = sliding_probabilities(
+                &[&net],
+                &spec,
+                &big,
+                Tta::Lr,
+                SlidingWindow { overlap: 0.5, gaussian },
+                3,
+                &device,
+            );
+            assert_eq!(p.len(), 3 * w * h);
+            for i in 0..w * h {
+                let sum: f32 = (0..3).map(|k| p[k * w * h + i]).sum();
+                assert!((sum - 1.0).abs() < 1e-4, "pixel {i}: {sum}");
+            }
+        }
+        // an image smaller than the side is padded, and its own pixels come back
+        let small = vismae_data::prep::NativePlanes { planes: 1, width: 20, height: 9, data: vec![0.5; 180] };
+        assert_eq!(sliding_probabilities(&[&net], &spec, &small, Tta::Off, window, 2, &device).len(), 3 * 180);
     }
 
     #[test]

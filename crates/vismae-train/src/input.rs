@@ -17,3 +17,9 @@ pub fn batch<B: Backend>(spec: &Preprocess, data: &[f32], b: usize, planes: usiz
     }
     Tensor::from_data(TensorData::new(out, [b, spec.in_chans, n, n]), device)
 }
+
+/// `[B, in_chans, S, S]` from `b` images already finished (channels replicated and normalised,
+/// as patches cut from a finished slice are).
+pub fn finished<B: Backend>(data: &[f32], b: usize, in_chans: usize, n: usize, device: &B::Device) -> Tensor<B, 4> {
+    Tensor::from_data(TensorData::new(data[..b * in_chans * n * n].to_vec(), [b, in_chans, n, n]), device)
+}

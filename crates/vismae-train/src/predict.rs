@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
-use vismae_data::prep::{Planes, planes, read_raw};
+use vismae_data::prep::{Planes, native_planes, planes, read_raw};
 use vismae_data::raster::Raster;
 use vismae_data::series::{Series, affine_from, group_series};
 use vismae_data::source::{Format, SliceOptions, Source};
@@ -22,7 +22,9 @@ use vismae_data::{DataError, Reason};
 use vismae_run::{Channels, Preprocess, Tta};
 
 use crate::error::{Result, TrainError};
-use crate::infer::{ClsNet, SegNet, argmax_labels, labels_to_size, seg_probabilities_mean};
+use crate::infer::{
+    ClsNet, SegNet, SlidingWindow, argmax_labels, labels_to_size, seg_probabilities_mean, sliding_probabilities,
+};
 
 /// What `predict` writes besides the masks, and how it predicts.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,6 +37,12 @@ pub struct PredictOptions {
     /// ([`Tta::for_training`]). Validation and studies score with `Some(Tta::Off)`, so that a
     /// run's logged Dice is what `predict --tta off` + `evaluate` give.
     pub tta: Option<Tta>,
+    /// Also write a DICOM SEG (`NAME.seg.dcm`) for each input that is a DICOM series.
+    pub dicom_seg: bool,
+    /// Patch-mode runs: the sliding window's overlap instead of the run's.
+    pub overlap: Option<f64>,
+    /// Patch-mode runs: Gaussian importance weighting or not, instead of the run's.
+    pub gaussian: Option<bool>,
 }
 
 /// A file's name without its image extension (`case_0000.nii.gz` -> `case_0000`).
@@ -90,10 +98,18 @@ enum Geometry {
     Affine(Option<[[f64; 4]; 3]>),
 }
 
+/// What a DICOM SEG of a prediction says: segment names (labels 1, 2, ...) and the algorithm.
+struct SegInfo {
+    classes: Vec<String>,
+    algorithm: vismae_data::annotations::seg::SegAlgorithm,
+}
+
 /// One case read for prediction: its 2-D images (each the rasters of its files) and how they sit.
 struct CaseImages {
     images: Vec<Vec<Raster>>,
     layout: Layout,
+    /// The DICOM series it was read from, if it was.
+    series: Option<Series>,
 }
 
 enum Layout {
@@ -139,7 +155,11 @@ fn read_volume_case(files: &[PathBuf], spec: &Preprocess, plane: Plane) -> Resul
         images.push(per_file);
     }
     let geometry = if format == Format::Nifti { Geometry::Template(files[0].clone()) } else { Geometry::Affine(None) };
-    Ok(CaseImages { images, layout: Layout::Volume { dims: [dims[0], dims[1], dims[2]], spacing, plane, geometry } })
+    Ok(CaseImages {
+        images,
+        layout: Layout::Volume { dims: [dims[0], dims[1], dims[2]], spacing, plane, geometry },
+        series: None,
+    })
 }
 
 fn read_series(series: &Series, spec: &Preprocess, plane: Plane) -> Result<CaseImages> {
@@ -184,6 +204,7 @@ fn read_series(series: &Series, spec: &Preprocess, plane: Plane) -> Result<CaseI
         return Ok(CaseImages {
             images,
             layout: Layout::Volume { dims: [w, h, nz], spacing, plane, geometry: Geometry::Affine(affine) },
+            series: Some(series.clone()),
         });
     }
     // another plane: the stack as a volume (rows stored bottom-up), sliced along it
@@ -197,6 +218,7 @@ fn read_series(series: &Series, spec: &Preprocess, plane: Plane) -> Result<CaseI
     Ok(CaseImages {
         images,
         layout: Layout::Volume { dims: [w, h, nz], spacing, plane, geometry: Geometry::Affine(affine) },
+        series: Some(series.clone()),
     })
 }
 
@@ -210,7 +232,7 @@ fn read_frames(files: &[PathBuf], spec: &Preprocess, plane: Plane) -> Result<Cas
         return Err(TrainError::invalid(format!("{}: {} images, the case's first file {n}", f.display(), v.len())));
     }
     let images = (0..n).map(|k| per_file.iter().map(|v| v[k].clone()).collect()).collect();
-    Ok(CaseImages { images, layout: Layout::Frames })
+    Ok(CaseImages { images, layout: Layout::Frames, series: None })
 }
 
 fn is_volume(path: &Path) -> bool {
@@ -285,6 +307,7 @@ fn write_volume_outputs(
     name: &str,
     out: &Path,
     opts: PredictOptions,
+    seg: &SegInfo,
 ) -> Result<Vec<PathBuf>> {
     let Layout::Volume { dims: [nx, ny, nz], spacing, plane, geometry } = &case.layout else { unreachable!() };
     let mut labels = Volume { dims: [*nx, *ny, *nz, 1], spacing: *spacing, data: vec![0.0; nx * ny * nz] };
@@ -303,6 +326,12 @@ fn write_volume_outputs(
     let path = fresh(out.join(format!("{name}.nii.gz")))?;
     write(&path, &labels, true)?;
     written.push(path);
+    if let (true, Some(series)) = (opts.dicom_seg, &case.series) {
+        let grid = vismae_data::annotations::SeriesGrid::from_series(series)?;
+        let path = fresh(out.join(format!("{name}.seg.dcm")))?;
+        vismae_data::annotations::seg::write_seg(&path, &labels, &grid, &seg.classes, &seg.algorithm)?;
+        written.push(path);
+    }
     if opts.probabilities {
         let mut probs =
             Volume { dims: [*nx, *ny, *nz, classes], spacing: *spacing, data: vec![0.0; nx * ny * nz * classes] };
@@ -388,6 +417,76 @@ fn read_case(spec: &Preprocess, plane: Plane, files: &[PathBuf], name: &str) -> 
     }
 }
 
+/// [`segment_cases`] for runs trained on patches: each image predicted at its own resolution by
+/// the sliding window ([`sliding_probabilities`], as validation predicts), case after case.
+#[allow(clippy::too_many_arguments)]
+fn segment_patch_cases<B: Backend>(
+    models: &[&vismae_model::SwinUnet<B>],
+    spec: &Preprocess,
+    plane: Plane,
+    cases: &[(String, Vec<PathBuf>)],
+    out: &Path,
+    opts: PredictOptions,
+    tta: Tta,
+    window: SlidingWindow,
+    batch: usize,
+    seg_info: &SegInfo,
+    device: &B::Device,
+    progress: &mut dyn FnMut(&str, &[PathBuf]),
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (name, files) in cases {
+        for (tag, case) in read_case(spec, plane, files, name)? {
+            let mut preds = Vec::with_capacity(case.images.len());
+            let mut classes = 0;
+            for image in &case.images {
+                let native = native_planes(spec, image).map_err(TrainError::invalid)?;
+                let px = native.width * native.height;
+                let probs = sliding_probabilities(models, spec, &native, tta, window, batch, device);
+                classes = probs.len() / px.max(1);
+                let mask = argmax_labels(&probs, classes, px);
+                let planes = if opts.probabilities {
+                    probs.chunks(px.max(1)).map(<[f32]>::to_vec).collect()
+                } else {
+                    Vec::new()
+                };
+                preds.push((mask, planes));
+            }
+            let w = match case.layout {
+                Layout::Volume { .. } => write_volume_outputs(&case, &preds, classes, &tag, out, opts, seg_info)?,
+                Layout::Frames => write_frame_outputs(&case, preds, &tag, out, opts)?,
+            };
+            progress(&tag, &w);
+            written.extend(w);
+        }
+    }
+    Ok(written)
+}
+
+/// The segment names and algorithm of the DICOM SEGs `nets` write.
+fn seg_info<B: Backend>(nets: &[SegNet<B>]) -> SegInfo {
+    let cfg = &nets[0].config;
+    let classes =
+        (1..nets[0].classes).map(|k| cfg.classes.get(k).cloned().unwrap_or_else(|| format!("class {k}"))).collect();
+    let mut from: Vec<&str> = nets.iter().map(|n| n.config.init_name.as_str()).collect();
+    from.dedup();
+    let version = format!(
+        "{} ({} run{} from {})",
+        vismae_run::VISMAE_VERSION,
+        nets.len(),
+        if nets.len() == 1 { "" } else { "s" },
+        from.join(", ")
+    );
+    SegInfo {
+        classes,
+        algorithm: vismae_data::annotations::seg::SegAlgorithm {
+            name: "vismae".into(),
+            version: version.chars().take(64).collect(),
+            description: format!("vismae Swin-UNet segmentation ({} classes)", nets[0].classes - 1),
+        },
+    }
+}
+
 /// A case waiting for the rest of its images' predictions.
 struct Pending {
     tag: String,
@@ -417,6 +516,14 @@ pub fn segment_cases<B: Backend>(
     let (n, c, batch) = (spec.size, net.classes, net.batch_size());
     let tta = opts.tta.unwrap_or_else(|| net.default_tta());
     let px = n * n;
+    let seg_info = seg_info(nets);
+    if let Some(s) = net.config.seg().filter(|s| s.input == vismae_run::SegInput::Patch) {
+        let window =
+            SlidingWindow { overlap: opts.overlap.unwrap_or(s.overlap), gaussian: opts.gaussian.unwrap_or(s.gaussian) };
+        return segment_patch_cases(
+            &models, spec, plane, cases, out, opts, tta, window, batch, &seg_info, device, progress,
+        );
+    }
     let mut pending: std::collections::VecDeque<Pending> = Default::default();
     // (index into `pending` counted from its first case ever, image) waiting for a forward pass
     let mut queue: Vec<(usize, usize, Planes)> = Vec::new();
@@ -452,7 +559,9 @@ pub fn segment_cases<B: Backend>(
                 *first_case += 1;
                 let preds: Vec<ImagePrediction> = done.preds.into_iter().flatten().collect();
                 let w = match done.case.layout {
-                    Layout::Volume { .. } => write_volume_outputs(&done.case, &preds, c, &done.tag, out, opts)?,
+                    Layout::Volume { .. } => {
+                        write_volume_outputs(&done.case, &preds, c, &done.tag, out, opts, &seg_info)?
+                    }
                     Layout::Frames => write_frame_outputs(&done.case, preds, &done.tag, out, opts)?,
                 };
                 progress(&done.tag, &w);

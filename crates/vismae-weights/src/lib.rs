@@ -169,6 +169,18 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, WeightError> {
     }
 }
 
+/// Writes the model card `sd` carries, if any, beside the weight file `path` (`STEM.card.json`
+/// and `STEM.card.md`; see [`vismae_run::ModelCard::write_beside`]).
+pub fn write_card_beside(sd: &StateDict, path: &Path) -> Result<(), WeightError> {
+    match sd.card() {
+        Some(card) => card.write_beside(path).map_err(|e| match e {
+            vismae_run::RunError::Io { path, source } => WeightError::Io { path, source },
+            other => WeightError::Format { path: path.into(), reason: other.to_string() },
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a crash or
 /// a full disk never leaves a torn file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {

@@ -98,7 +98,8 @@ fn pickle_state_dict(sd: &StateDict) -> Vec<u8> {
     p.out
 }
 
-/// Writes a state dict as a zip-format PyTorch checkpoint `{'model': state_dict}`, atomically.
+/// Writes a state dict as a zip-format PyTorch checkpoint `{'model': state_dict}`, atomically, and
+/// the model card it carries beside it.
 pub fn write(sd: &StateDict, path: &Path) -> Result<(), WeightError> {
     let fail = |reason: String| WeightError::Format { path: path.into(), reason };
     let stem = path
@@ -127,5 +128,7 @@ pub fn write(sd: &StateDict, path: &Path) -> Result<(), WeightError> {
         put(format!("{stem}/version"), b"3\n").map_err(fail)?;
         zip.finish().map_err(|e| fail(e.to_string()))?;
     }
-    crate::write_atomic(path, &buf.into_inner())
+    crate::write_atomic(path, &buf.into_inner())?;
+    // a .pth holds no metadata: the card, if the state dict carries one, goes only beside it
+    crate::write_card_beside(sd, path)
 }

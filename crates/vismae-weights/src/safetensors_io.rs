@@ -79,8 +79,10 @@ pub fn to_bytes(sd: &StateDict) -> Result<Vec<u8>, String> {
     safetensors::serialize(views, meta).map_err(|e| e.to_string())
 }
 
-/// Writes a state dict to `path` atomically (temporary file in the same folder, then rename).
+/// Writes a state dict to `path` atomically (temporary file in the same folder, then rename), and
+/// the model card it carries beside it.
 pub fn write(sd: &StateDict, path: &Path) -> Result<(), WeightError> {
     let bytes = to_bytes(sd).map_err(|reason| WeightError::Format { path: path.into(), reason })?;
-    crate::write_atomic(path, &bytes)
+    crate::write_atomic(path, &bytes)?;
+    crate::write_card_beside(sd, path)
 }

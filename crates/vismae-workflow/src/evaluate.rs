@@ -174,8 +174,28 @@ pub fn read_mask(path: &Path) -> Result<(Vec<u8>, (usize, usize, usize))> {
     Ok((values, dims))
 }
 
+/// A case's ground truth: a label map file, or a DICOM case's RTSTRUCT/SEG.
+enum Gt {
+    File(PathBuf),
+    Annotation { dir: PathBuf, file: PathBuf, rois: Vec<(String, usize)> },
+}
+
+impl Gt {
+    /// The ground truth as class indices, with its `(width, height, slices)`, as [`read_mask`].
+    fn read(&self) -> Result<(Vec<u8>, (usize, usize, usize))> {
+        match self {
+            Gt::File(p) => read_mask(p),
+            Gt::Annotation { dir, file, rois } => {
+                let (slices, _) = vismae_data::labelled::annotation_slices(dir, file, rois)?;
+                let dims = slices.first().map_or((0, 0, 0), |s| (s.width, s.height, slices.len()));
+                Ok((slices.iter().flat_map(|s| s.data.iter().map(|&v| v as u8)).collect(), dims))
+            }
+        }
+    }
+}
+
 /// `(case name, prediction, ground truth)` pairs (of `only` cases, when given).
-fn pairs(pred_dir: &Path, truth: &Truth, only: Option<&[String]>) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+fn pairs(pred_dir: &Path, truth: &Truth, only: Option<&[String]>) -> Result<Vec<(String, PathBuf, Gt)>> {
     let files = |dir: &Path| -> Result<Vec<PathBuf>> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(WorkflowError::io(dir))?
@@ -200,34 +220,42 @@ fn pairs(pred_dir: &Path, truth: &Truth, only: Option<&[String]>) -> Result<Vec<
                     if !pred.is_file() {
                         return Err(WorkflowError::invalid(format!("case {name}: no prediction {}", pred.display())));
                     }
-                    Ok((name, pred, gt))
+                    Ok((name, pred, Gt::File(gt)))
                 })
                 .collect()
         }
         Truth::Labelled(data) => {
             let set = vismae_data::labelled::open(data)?;
-            let masks: BTreeMap<&str, &PathBuf> = set
+            let mut masks: BTreeMap<&str, Gt> = set
                 .samples
                 .iter()
                 .filter_map(|s| match &s.target {
-                    Target::Mask(m) => Some((s.id.as_str(), m)),
+                    Target::Mask(m) => Some((s.id.as_str(), Gt::File(m.clone()))),
+                    Target::Annotation { file, rois } => Some((
+                        s.id.as_str(),
+                        Gt::Annotation { dir: s.images[0].clone(), file: file.clone(), rois: rois.clone() },
+                    )),
                     _ => None,
                 })
                 .collect();
             let mut out = Vec::new();
             for pred in files(pred_dir)? {
                 let name = pred.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if name.contains(".overlay.") || name.contains(".prob-") || name.contains(".probabilities.") {
+                if name.contains(".overlay.")
+                    || name.contains(".prob-")
+                    || name.contains(".probabilities.")
+                    || name.ends_with(".seg.dcm")
+                {
                     continue;
                 }
                 let id = vismae_train::predict::stem(&pred);
                 if only.is_some_and(|o| !o.contains(&id)) {
                     continue;
                 }
-                let gt = masks.get(id.as_str()).ok_or_else(|| {
+                let gt = masks.remove(id.as_str()).ok_or_else(|| {
                     WorkflowError::invalid(format!("{}: no case {id:?} in {}", pred.display(), data.display()))
                 })?;
-                out.push((id, pred, (*gt).clone()));
+                out.push((id, pred, gt));
             }
             if out.is_empty() {
                 return Err(WorkflowError::invalid(format!("{}: no predictions", pred_dir.display())));
@@ -264,7 +292,7 @@ pub fn seg_cases(
     let mut loaded = Vec::new();
     let mut num_classes = 0usize;
     for (name, pred, gt) in found {
-        let (g, gd) = read_mask(&gt)?;
+        let (g, gd) = gt.read()?;
         let (p, pd) = read_mask(&pred)?;
         if gd != pd {
             return Err(WorkflowError::invalid(format!(

@@ -59,6 +59,36 @@ pub struct PredictSummary {
     pub tta: Option<vismae_run::Tta>,
     /// Seconds spent.
     pub seconds: f64,
+    /// The runs that predicted (a study cell's folds expanded).
+    pub models: Vec<PathBuf>,
+}
+
+/// The run folders `models` name: a run folder (with `config.json`) as it is; a folder of runs
+/// (a study cell `cells/DATASET/INIT/FRACTION`, holding `fold-K` runs) as each of its runs, in
+/// name order.
+pub fn expand_models(models: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for m in models {
+        if m.join("config.json").is_file() {
+            out.push(m.clone());
+            continue;
+        }
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(m)
+            .map_err(WorkflowError::io(m))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("config.json").is_file() && p.join("best.safetensors").is_file())
+            .collect();
+        if runs.is_empty() {
+            return Err(WorkflowError::invalid(format!(
+                "{}: neither a run folder (config.json) nor a folder of finished runs (a study cell DATASET/INIT/FRACTION with its fold-K runs)",
+                m.display()
+            )));
+        }
+        runs.sort();
+        out.extend(runs);
+    }
+    Ok(out)
 }
 
 /// The cases to predict: `(name, files, target when known)`.
@@ -95,6 +125,8 @@ pub fn predict<B: Backend>(
     progress: &dyn Fn(usize, usize, &[PathBuf]),
 ) -> Result<PredictSummary> {
     let started = std::time::Instant::now();
+    let expanded = PredictRequest { models: expand_models(&req.models)?, ..req.clone() };
+    let req = &expanded;
     let first = req.models.first().ok_or_else(|| WorkflowError::invalid("predict needs at least one --model run"))?;
     let cfg = FinetuneConfig::read(first, None)?;
     for other in &req.models[1..] {
@@ -120,6 +152,9 @@ pub fn predict<B: Backend>(
         return Err(WorkflowError::invalid(
             "--cases val with several runs: each fold run has its own validation cases; predict them run by run, or use --cases test",
         ));
+    }
+    if req.options.dicom_seg && cfg.task == Task::Classification {
+        return Err(WorkflowError::invalid("--dicom-seg writes segmentations; this is a classification run"));
     }
     let items = items(req, &cfg)?;
     std::fs::create_dir_all(&req.out).map_err(WorkflowError::io(&req.out))?;
@@ -160,6 +195,7 @@ pub fn predict<B: Backend>(
         classes,
         tta,
         seconds: started.elapsed().as_secs_f64(),
+        models: req.models.clone(),
     })
 }
 

@@ -76,6 +76,12 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
         .arg(dir.join("ds"))
         .arg("--out")
         .arg(dir.join("mae")));
+    // the pre-trained weights' card names what they were trained on, and where it came from
+    let t = ok(vismae().args(["weights", "inspect"]).arg(dir.join("mae/weights.safetensors")));
+    let img = std::fs::canonicalize(dir.join("img")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.contains(&format!("  source:         {}", img.display())), "{t}");
+    assert!(t.contains("training data:    ") && t.contains("licence:          not stated"), "{t}");
+    assert!(dir.join("mae/weights.card.md").is_file() && dir.join("mae/weights.card.json").is_file());
     // the Swin-MAE-style mirrored decoder transfer
     let mirrored = ok(vismae()
         .args([
@@ -139,6 +145,21 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
             let t = ok(vismae().args(["weights", "inspect"]).arg(out.join("best.safetensors")));
             assert!(t.contains("model:            unet") && t.contains("classes:          3"), "{t}");
         }
+        // every weight file has its card beside it, with the validation it was kept by
+        let card: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("best.card.json")).unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let best_epoch = card["metrics"]["epoch"].as_f64().unwrap_or(0.0) as usize;
+        assert!((1..=2).contains(&best_epoch), "{card}");
+        assert_eq!(card["metrics"]["val_dice"].as_f64(), lines[best_epoch - 1]["val_dice"].as_f64(), "{card}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        let n = config["train_cases"].as_array().map_or(0, Vec::len);
+        assert_eq!(card["data"]["images"].as_u64(), Some(n as u64), "{card}");
+        let md = std::fs::read_to_string(out.join("final.card.md")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(md.contains(&format!("| training data | {n} training cases |")) && md.contains("| licence |"), "{md}");
     }
     // predict with the run: a PNG gives a mask of its own size, a NIfTI volume a label map with its header
     let pred = dir.join("pred");
@@ -167,6 +188,22 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
     // qform/sform codes, quaternion and srow: the affine
     let header = |p: &std::path::Path| gunzip(p)[252..328].to_vec();
     assert_eq!(header(&pred.join("vol.nii.gz")), header(&dir.join("vol.nii.gz")), "the affine must be the input's");
+    // a DICOM series (an RTSTRUCT beside it) gives a label map and, with --dicom-seg, a SEG whose
+    // frames are that label map on the series' grid, named by the run's classes
+    let series = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/annotations/case1");
+    let dseg = dir.join("dicom-seg");
+    ok(vismae()
+        .args(["predict", "--dicom-seg", "--model"])
+        .arg(dir.join("from-mae"))
+        .arg(&series)
+        .arg("--out")
+        .arg(&dseg));
+    let labels = vismae_data::volume::read_nifti(&dseg.join("case1.nii.gz")).unwrap_or_else(|e| panic!("{e}"));
+    let seg = vismae_data::annotations::read_labels(&dseg.join("case1.seg.dcm"), Some(&series), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(labels.dims, [128, 128, 3, 1]);
+    assert!(seg.volume.data == labels.data, "the SEG's frames must be the NIfTI label map");
+    assert_eq!(seg.names.len(), 2, "one segment per foreground class: {:?}", seg.names);
     // class probabilities: 16-bit PNG planes summing to one, and a 4-D NIfTI with the input's affine
     let probs = dir.join("probs");
     ok(vismae()

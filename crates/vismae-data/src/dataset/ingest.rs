@@ -306,8 +306,19 @@ fn not_a_dataset(root: &Path) -> DataError {
     )
 }
 
+/// `sources` with the folders of `inputs` added (each folder, or the folder of each file), sorted.
+fn with_sources(sources: &[String], inputs: &[PathBuf]) -> Vec<String> {
+    let mut all: std::collections::BTreeSet<String> = sources.iter().cloned().collect();
+    for p in inputs {
+        let abs = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        let dir = if abs.is_dir() { abs } else { abs.parent().map(Path::to_path_buf).unwrap_or(abs) };
+        all.insert(dir.display().to_string());
+    }
+    all.into_iter().collect()
+}
+
 /// Opens (or creates) the dataset at `root` for appending; removes leftovers of an interrupted run.
-fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, DataError> {
+fn open_for_append(root: &Path, opts: &IngestOptions, inputs: &[PathBuf]) -> Result<DatasetInfo, DataError> {
     let info_path = root.join("dataset.json");
     let info = if info_path.exists() {
         let info = read_info(root)?;
@@ -333,14 +344,28 @@ fn open_for_append(root: &Path, opts: &IngestOptions) -> Result<DatasetInfo, Dat
                 ),
             ));
         }
-        info
+        // the folders this run adds go into dataset.json (rewritten only when there are new ones)
+        let sources = with_sources(&info.sources, inputs);
+        if sources != info.sources {
+            let info = DatasetInfo { sources, ..info };
+            let text = serde_json::to_string_pretty(&info).unwrap_or_default();
+            write_atomic(&info_path, text.as_bytes()).map_err(write_err)?;
+            info
+        } else {
+            info
+        }
     } else {
         if has_files(root)? {
             return Err(not_a_dataset(root));
         }
         let channels = if opts.keep_rgb { 3 } else { 1 };
-        let info =
-            DatasetInfo { version: FORMAT_VERSION, size: opts.size, channels, shard_capacity: opts.shard_capacity };
+        let info = DatasetInfo {
+            version: FORMAT_VERSION,
+            size: opts.size,
+            channels,
+            shard_capacity: opts.shard_capacity,
+            sources: with_sources(&[], inputs),
+        };
         // dataset.json first: a failure before it leaves the folder empty, so a rerun starts it anew
         let text = serde_json::to_string_pretty(&info).unwrap_or_default();
         write_atomic(&info_path, text.as_bytes()).map_err(write_err)?;
@@ -386,7 +411,7 @@ pub fn ingest(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<IngestReport, DataError> {
     let _lock = lock(root)?;
-    let info = open_for_append(root, opts)?;
+    let info = open_for_append(root, opts, sources)?;
     let existing = read_manifests(root, &info)?;
     let mut present: HashSet<u128> = HashSet::new();
     let mut hashes: HashSet<u128> = HashSet::new();

@@ -38,6 +38,10 @@ pub struct DatasetInfo {
     pub channels: usize,
     /// Records per full shard.
     pub shard_capacity: usize,
+    /// What was ingested, over all ingest runs: each input folder, or the folder of each input
+    /// file (absolute paths; absent in datasets written before vismae 0.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
 }
 
 impl DatasetInfo {

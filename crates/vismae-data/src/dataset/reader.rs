@@ -121,6 +121,15 @@ impl ShardedDataset {
         &self.info
     }
 
+    /// Selected images by modality.
+    pub fn modality_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for e in &self.entries {
+            *counts.entry(self.modalities[e.modality as usize].clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Selected images.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -1,11 +1,13 @@
 //! Labelled data for fine-tuning, from the layouts people already have: nnU-Net raw folders
 //! (`dataset.json`, `imagesTr/CASE_0000.nii.gz`, `labelsTr/CASE.nii.gz`), MONAI / Decathlon datalist
 //! JSON, the reference code's CSV (`image,mask` or `image,label`), class-per-folder trees, and
-//! multi-label CSV (NIH ChestX-ray14: `Image Index`, `Finding Labels` split on `|`, `Patient ID`).
+//! multi-label CSV (NIH ChestX-ray14: `Image Index`, `Finding Labels` split on `|`, `Patient ID`),
+//! and DICOM case folders whose labels are RTSTRUCTs or SEGs ([`dicom_cases`]).
 //! Every sample keeps a case id and a group id (the patient when known) for grouped splits.
 //! The layouts are read in [`layouts`]; [`pairs`] reads a segmentation case's images and masks as
 //! 2-D pairs.
 
+mod dicom_cases;
 mod layouts;
 mod pairs;
 mod similar;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use dicom_cases::{DICOM_LABELS, annotation_slices, class_voxels};
 pub use layouts::reference_label;
 pub use pairs::{CasePair, SegPair, read_pairs, seg_pairs};
 pub use similar::{SimilarGroups, dhash, similar_groups};
@@ -30,6 +33,14 @@ pub enum Target {
     Class(usize),
     /// Several class indices (multi-label).
     Labels(Vec<usize>),
+    /// A DICOM RTSTRUCT or SEG on the case's series, and which ROI or segment names make which
+    /// class (the DICOM cases layout).
+    Annotation {
+        /// The RTSTRUCT or SEG file.
+        file: PathBuf,
+        /// (ROI name, class index) pairs.
+        rois: Vec<(String, usize)>,
+    },
 }
 
 /// One labelled case.
@@ -59,6 +70,8 @@ pub enum Layout {
     MultiLabelCsv,
     /// One folder per class.
     ClassFolders,
+    /// One folder per DICOM case (a series and its RTSTRUCT or SEG), with `dicom-labels.json`.
+    DicomCases,
 }
 
 /// A labelled set.
@@ -110,9 +123,13 @@ impl LabelledSet {
 }
 
 /// Opens a labelled set, recognising its layout: a folder with `dataset.json` and `imagesTr/`
-/// (nnU-Net), a folder of class sub-folders, a `.json` datalist, or a `.csv` file.
+/// (nnU-Net), a folder of DICOM case folders with `dicom-labels.json`, a folder of class
+/// sub-folders, a `.json` datalist, or a `.csv` file.
 pub fn open(path: &Path) -> Result<LabelledSet, DataError> {
     if path.is_dir() {
+        if path.join(DICOM_LABELS).is_file() {
+            return dicom_cases::dicom_cases(path);
+        }
         if path.join("imagesTr").is_dir() && path.join("dataset.json").is_file() {
             return layouts::nnunet(path);
         }

@@ -67,6 +67,9 @@ pub fn read_pairs(
     plane: Plane,
     read: impl Fn(&RawImage) -> Result<Raster, DataError>,
 ) -> Result<Vec<CasePair>, DataError> {
+    if let Target::Annotation { file, rois } = &sample.target {
+        return annotation_pairs(sample, file, rois, plane, &read);
+    }
     let Target::Mask(mask_path) = &sample.target else {
         return Err(bad(&sample.images[0], format!("case {} has no label map", sample.id)));
     };
@@ -118,6 +121,41 @@ pub fn read_pairs(
             ));
         }
         out.push((files, mask, k));
+    }
+    Ok(out)
+}
+
+/// [`read_pairs`] of a DICOM case: the series' slices, each with its slice of the annotation.
+fn annotation_pairs(
+    sample: &Sample,
+    file: &std::path::Path,
+    rois: &[(String, usize)],
+    plane: Plane,
+    read: &impl Fn(&RawImage) -> Result<Raster, DataError>,
+) -> Result<Vec<CasePair>, DataError> {
+    let dir = &sample.images[0];
+    if plane != Plane::Axial {
+        return Err(bad(
+            dir,
+            format!("case {}: a DICOM case is read as its series' own slices (plane axial)", sample.id),
+        ));
+    }
+    let (masks, files) = super::annotation_slices(dir, file, rois)?;
+    let opts = SliceOptions { skip_empty: false, ..Default::default() };
+    let mut out = Vec::with_capacity(files.len());
+    for (k, (f, mask)) in files.iter().zip(masks).enumerate() {
+        let raw = Source::open(f, &opts)?.image(0, &opts)?.ok_or_else(|| bad(f, "empty image"))?;
+        let img = read(&raw)?;
+        if (img.width, img.height) != (mask.width, mask.height) {
+            return Err(bad(
+                f,
+                format!(
+                    "case {}: the slice is {}x{}, its grid {}x{}",
+                    sample.id, img.width, img.height, mask.width, mask.height
+                ),
+            ));
+        }
+        out.push((vec![img], mask, k));
     }
     Ok(out)
 }

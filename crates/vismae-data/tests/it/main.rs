@@ -1,7 +1,8 @@
 //! The one integration-test binary of vismae-data: conversion against pydicom and nibabel
-//! references (`reference`), bad input (`bad_input`), and hostile input against the size limits
-//! (`untrusted`).
+//! references (`reference`), bad input (`bad_input`), hostile input against the size limits
+//! (`untrusted`), and DICOM RTSTRUCT/SEG annotations (`annotations`).
 
+mod annotations;
 mod bad_input;
 mod dataset;
 mod labelled;

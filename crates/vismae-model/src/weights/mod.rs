@@ -9,7 +9,7 @@ mod transfer;
 
 pub use vismae_weights::{
     Format, ShapeMismatch, StateDict, TensorEntry, Values, WeightError, pth, pth_write, read_state_dict,
-    safetensors_io, write_atomic,
+    safetensors_io, write_atomic, write_card_beside,
 };
 
 pub use apply::{LoadOptions, LoadReport, Visit, apply_state_dict, export_state_dict};

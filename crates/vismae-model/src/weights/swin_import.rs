@@ -80,6 +80,8 @@ pub fn imported_card(layout: SwinLayout, source: &str, name: &str) -> ModelCard 
         layer_norm_eps: Some(1e-5),
         finetune_norm: Some(InputNorm::imagenet()),
         metrics: Default::default(),
+        data: None,
+        licence: Some(format!("that of the file it was converted from ({source})")),
     }
 }
 

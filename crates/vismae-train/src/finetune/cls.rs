@@ -209,7 +209,7 @@ pub fn run<B: AutodiffBackend>(
     }
     let names =
         if set.classes.len() == classes { set.classes.clone() } else { (0..classes).map(|c| c.to_string()).collect() };
-    let card = super::seg::card(cfg, ModelKind::Classifier, names);
+    let card = super::seg::card(cfg, ModelKind::Classifier, names, init);
     let task = ClsTask { train: train_ex, val: val_ex, spec, s, weights, multi };
     let ls = LoopSettings {
         epochs: s.epochs,

@@ -152,6 +152,15 @@ pub(crate) fn check_sizes(train: usize, val: usize) -> Result<()> {
     Ok(())
 }
 
+/// The card with the numbers of one validation (`val_dice`, `val_loss`, ...) and its epoch as
+/// metrics.
+fn with_metrics(card: &ModelCard, fields: &Map<String, Value>, epoch: usize) -> ModelCard {
+    let mut c = card.clone();
+    c.metrics = fields.iter().filter_map(|(k, v)| v.as_f64().map(|x| (k.clone(), x))).collect();
+    c.metrics.insert("epoch".into(), epoch as f64);
+    c
+}
+
 /// Writes `weights.safetensors`-style files with the run's model card.
 pub(crate) fn write_weights(mut sd: StateDict, card: &ModelCard, path: &Path) -> Result<()> {
     sd.set_card(card);
@@ -180,6 +189,7 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         .init::<B, T::Model>();
     let mut state = LoopState { epoch: 0, best_score: f64::NEG_INFINITY, best_epoch: 0, best_fields: Map::new() };
     let mut resumed_from = None;
+    let mut last_fields: Option<(Map<String, Value>, usize)> = None;
     if resume && let Some((epoch, dir)) = checkpoint::latest(run, "epoch") {
         (model, optim, state) = checkpoint::load(&dir, model, optim, device)?;
         debug_assert_eq!(state.epoch, epoch);
@@ -252,6 +262,7 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         line.insert("images_per_s".into(), json!(n as f64 / secs));
         if let Some(v) = &v {
             line.extend(v.fields.clone());
+            last_fields = Some((v.fields.clone(), epoch + 1));
         }
         run.append_json("metrics.jsonl", &Value::Object(line))?;
         let keep_now = match (ls.keep, &v) {
@@ -265,7 +276,7 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
             state.best_fields = v.fields.clone();
             let (m, sd) = export_state_dict::<B, _>(model);
             model = m;
-            write_weights(sd, card, &run.join("best.safetensors"))?;
+            write_weights(sd, &with_metrics(card, &v.fields, epoch + 1), &run.join("best.safetensors"))?;
         }
         state.epoch = epoch + 1;
         if state.epoch.is_multiple_of(ls.checkpoint_every.max(1)) || state.epoch == ls.epochs {
@@ -277,7 +288,8 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
     }
     pb.finish_and_clear();
     let (_, sd) = export_state_dict::<B, _>(model);
-    write_weights(sd, card, &run.join("final.safetensors"))?;
+    let last = last_fields.as_ref().map_or(card.clone(), |(f, e)| with_metrics(card, f, *e));
+    write_weights(sd, &last, &run.join("final.safetensors"))?;
     Ok(LoopOutcome { best: (state.best_score, state.best_epoch, state.best_fields), resumed_from })
 }
 

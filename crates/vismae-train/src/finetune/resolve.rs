@@ -259,6 +259,17 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
     if !size.is_multiple_of(4) || size < 32 {
         return Err(TrainError::invalid(format!("size {size} must be a multiple of 4 and at least 32")));
     }
+    if let TaskSettings::Segmentation(s) = &settings {
+        if !(0.0..1.0).contains(&s.overlap) {
+            return Err(TrainError::invalid(format!("overlap {} must be at least 0 and below 1", s.overlap)));
+        }
+        if !(0.0..=1.0).contains(&s.foreground_oversample) {
+            return Err(TrainError::invalid(format!(
+                "foreground_oversample {} must be between 0 and 1",
+                s.foreground_oversample
+            )));
+        }
+    }
     let init = read_init(&req.init)?;
     let card = init.as_ref().and_then(StateDict::card);
     // the input the initial weights want: pre-trained encoders their pre-training input (the
@@ -365,6 +376,16 @@ pub fn describe(cfg: &FinetuneConfig) -> String {
         cfg.val_cases.len(),
         cfg.epochs(),
         cfg.warmup_epochs,
-        cfg.preprocess.describe()
+        match cfg.seg() {
+            Some(s) if s.input == vismae_run::SegInput::Patch => format!(
+                "{}\n  patches of {n}x{n} at the images' own resolution ({:.0} % centred on foreground), normalised over each whole slice; validation and prediction by a sliding window (overlap {}, {} weights)",
+                cfg.preprocess.describe().replace(&format!(", resized to {0}x{0}", cfg.preprocess.size), ""),
+                s.foreground_oversample * 100.0,
+                s.overlap,
+                if s.gaussian { "Gaussian" } else { "even" },
+                n = cfg.preprocess.size
+            ),
+            _ => cfg.preprocess.describe(),
+        }
     )
 }

@@ -12,18 +12,20 @@ use burn::tensor::backend::AutodiffBackend;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use vismae_data::labelled::{LabelledSet, Sample};
-use vismae_data::prep::{Planes, planes, seg_slices};
+use vismae_data::prep::{NativePlanes, Planes, native_planes, planes, seg_slices};
 use vismae_data::raster::Raster;
 use vismae_metrics::SegAccumulator;
 use vismae_model::weights::{StateDict, mirror_encoder_into_decoder};
 use vismae_model::{SwinUnet, VariantExt};
 use vismae_run::schema::finite;
-use vismae_run::{FinetuneConfig, ModelCard, ModelKind, Origin, Preprocess, RunDir, SegSettings, SegSummary};
+use vismae_run::{
+    FinetuneConfig, ModelCard, ModelKind, Origin, Preprocess, RunDir, SegInput, SegSettings, SegSummary, Tta,
+};
 
 use super::{FinetuneTask, LoopSettings, LrGroups, Validation, apply_init, check_sizes, train};
 use crate::augment;
 use crate::error::{Result, TrainError};
-use crate::infer::{argmax_labels, labels_to_size, seg_probabilities};
+use crate::infer::{SlidingWindow, argmax_labels, labels_to_size, seg_probabilities, sliding_probabilities};
 use crate::losses::{one_hot, seg_loss};
 
 /// What a run did.
@@ -50,12 +52,85 @@ struct Example {
     mask: Vec<u8>,
 }
 
+/// A slice's input: resized to the network's side, or at its own resolution (patch mode).
+enum SliceInput {
+    Resized(Planes),
+    Native(NativePlanes),
+}
+
 /// One validation slice: the input planes, and the mask at the slice's own size.
 struct ValSlice {
-    planes: Planes,
+    input: SliceInput,
     mask: Vec<u8>,
     width: usize,
     height: usize,
+}
+
+/// One patch-mode training slice: its finished input (channels and normalisation over the whole
+/// slice), padded to at least the network's side with each channel's minimum, its mask (padding
+/// 0), and where its foreground is.
+struct PatchSource {
+    data: Vec<f32>,
+    mask: Vec<u8>,
+    width: usize,
+    height: usize,
+    foreground: Vec<u32>,
+}
+
+fn to_patch_sources(cases: Vec<Vec<ValSlice>>, spec: &Preprocess) -> Vec<PatchSource> {
+    let (n, c_in) = (spec.size, spec.in_chans);
+    cases
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let SliceInput::Native(p) = v.input else { return None };
+            let (w, h) = (p.width, p.height);
+            let finished = spec.finish_px(p.data, p.planes, w * h);
+            let (pw, ph) = (w.max(n), h.max(n));
+            let mut data = vec![0f32; c_in * pw * ph];
+            for (ch, plane) in finished.chunks(w * h).enumerate().take(c_in) {
+                let lo = plane.iter().copied().fold(f32::INFINITY, f32::min);
+                let dst = &mut data[ch * pw * ph..(ch + 1) * pw * ph];
+                dst.fill(if lo.is_finite() { lo } else { 0.0 });
+                for r in 0..h {
+                    dst[r * pw..r * pw + w].copy_from_slice(&plane[r * w..(r + 1) * w]);
+                }
+            }
+            let mut mask = vec![0u8; pw * ph];
+            for r in 0..h {
+                mask[r * pw..r * pw + w].copy_from_slice(&v.mask[r * w..(r + 1) * w]);
+            }
+            let foreground = (0..mask.len() as u32).filter(|&i| mask[i as usize] > 0).collect();
+            Some(PatchSource { data, mask, width: pw, height: ph, foreground })
+        })
+        .collect()
+}
+
+/// A training patch of side `n` from `p`: with probability `fg_share` (and foreground present)
+/// centred on a random foreground pixel, otherwise placed uniformly (nnU-Net's oversampling);
+/// returns its planes and mask.
+fn draw_patch(p: &PatchSource, n: usize, c_in: usize, fg_share: f64, rng: &mut ChaCha8Rng) -> (Vec<f32>, Vec<u8>) {
+    use rand::Rng;
+    let (mx, my) = (p.width - n, p.height - n);
+    let (x0, y0) = if !p.foreground.is_empty() && rng.random::<f64>() < fg_share {
+        let at = p.foreground[rng.random_range(0..p.foreground.len())] as usize;
+        let (cx, cy) = (at % p.width, at / p.width);
+        (cx.saturating_sub(n / 2).min(mx), cy.saturating_sub(n / 2).min(my))
+    } else {
+        (rng.random_range(0..=mx), rng.random_range(0..=my))
+    };
+    let mut img = Vec::with_capacity(c_in * n * n);
+    for ch in 0..c_in {
+        let plane = &p.data[ch * p.width * p.height..(ch + 1) * p.width * p.height];
+        for r in 0..n {
+            img.extend_from_slice(&plane[(y0 + r) * p.width + x0..(y0 + r) * p.width + x0 + n]);
+        }
+    }
+    let mut mask = Vec::with_capacity(n * n);
+    for r in 0..n {
+        mask.extend_from_slice(&p.mask[(y0 + r) * p.width + x0..(y0 + r) * p.width + x0 + n]);
+    }
+    (img, mask)
 }
 
 fn prepare(samples: &[&Sample], spec: &Preprocess, s: &SegSettings, bound: usize) -> Result<Vec<Vec<ValSlice>>> {
@@ -69,8 +144,12 @@ fn prepare(samples: &[&Sample], spec: &Preprocess, s: &SegSettings, bound: usize
                     sample.id
                 )));
             }
-            let p = planes(spec, &sl.files).map_err(|e| TrainError::invalid(format!("case {}: {e}", sample.id)))?;
-            slices.push(ValSlice { planes: p, mask: sl.mask, width: sl.width, height: sl.height });
+            let why = |e: String| TrainError::invalid(format!("case {}: {e}", sample.id));
+            let input = match s.input {
+                SegInput::Resize => SliceInput::Resized(planes(spec, &sl.files).map_err(why)?),
+                SegInput::Patch => SliceInput::Native(native_planes(spec, &sl.files).map_err(why)?),
+            };
+            slices.push(ValSlice { input, mask: sl.mask, width: sl.width, height: sl.height });
         }
         cases.push(slices);
     }
@@ -81,10 +160,11 @@ fn to_examples(cases: Vec<Vec<ValSlice>>, n: usize) -> Vec<Example> {
     cases
         .into_iter()
         .flatten()
-        .map(|v| {
+        .filter_map(|v| {
+            let SliceInput::Resized(planes) = v.input else { return None };
             let mask = Raster::new(v.width, v.height, 1, v.mask.iter().map(|&m| f32::from(m)).collect());
             let mask = mask.resize_nearest(n, n).data.iter().map(|&m| m as u8).collect();
-            Example { planes: v.planes, mask }
+            Some(Example { planes, mask })
         })
         .collect()
 }
@@ -97,9 +177,24 @@ fn validate_cases<B: burn::tensor::backend::Backend>(
     cases: &[Vec<ValSlice>],
     batch: usize,
     classes: usize,
+    window: Option<SlidingWindow>,
     device: &B::Device,
 ) -> f64 {
     let mut acc = SegAccumulator::default();
+    if let Some(window) = window {
+        // patch mode: each slice by the sliding window at its own resolution, as `predict` does
+        for case in cases {
+            let (mut pred, mut truth) = (Vec::new(), Vec::new());
+            for v in case {
+                let SliceInput::Native(p) = &v.input else { continue };
+                let probs = sliding_probabilities(&[model], spec, p, Tta::Off, window, batch, device);
+                pred.extend(argmax_labels(&probs, classes, v.width * v.height));
+                truth.extend_from_slice(&v.mask);
+            }
+            acc.update(&pred, &truth, classes);
+        }
+        return acc.foreground_dice();
+    }
     let n = spec.size;
     let px = n * n;
     // slices of all cases, in order, predicted in chunks of `batch`
@@ -108,7 +203,13 @@ fn validate_cases<B: burn::tensor::backend::Backend>(
     let mut pred: Vec<Vec<u8>> = cases.iter().map(|_| Vec::new()).collect();
     let mut truth: Vec<Vec<u8>> = cases.iter().map(|_| Vec::new()).collect();
     for chunk in flat.chunks(batch.max(1)) {
-        let inputs: Vec<&Planes> = chunk.iter().map(|(_, v)| &v.planes).collect();
+        let inputs: Vec<&Planes> = chunk
+            .iter()
+            .filter_map(|(_, v)| match &v.input {
+                SliceInput::Resized(p) => Some(p),
+                SliceInput::Native(_) => None,
+            })
+            .collect();
         let probs = seg_probabilities(model, spec, &inputs, device);
         for (i, (case, v)) in chunk.iter().enumerate() {
             let labels = argmax_labels(&probs[i * classes * px..(i + 1) * classes * px], classes, px);
@@ -124,6 +225,7 @@ fn validate_cases<B: burn::tensor::backend::Backend>(
 
 struct SegTask<'a> {
     train: Vec<Example>,
+    patches: Vec<PatchSource>,
     val: Vec<Vec<ValSlice>>,
     spec: &'a Preprocess,
     s: &'a SegSettings,
@@ -134,11 +236,25 @@ impl<B: AutodiffBackend> FinetuneTask<B> for SegTask<'_> {
     type Model = SwinUnet<B>;
 
     fn train_len(&self) -> usize {
-        self.train.len()
+        self.train.len().max(self.patches.len())
     }
 
     fn loss(&self, model: &SwinUnet<B>, batch: &[usize], rng: &mut ChaCha8Rng, device: &B::Device) -> Tensor<B, 1> {
         let n = self.spec.size;
+        if !self.patches.is_empty() {
+            // patch mode: a patch drawn from each slice, augmented; the input is already finished
+            let c_in = self.spec.in_chans;
+            let (mut imgs, mut masks) = (Vec::with_capacity(batch.len() * c_in * n * n), Vec::new());
+            for &i in batch {
+                let (img, mask) = draw_patch(&self.patches[i], n, c_in, self.s.foreground_oversample, rng);
+                let (img, mask) = augment::segmentation_planes(&img, &mask, n, self.s.augment, rng);
+                imgs.extend(img);
+                masks.extend(mask);
+            }
+            let x = crate::input::finished::<B>(&imgs, batch.len(), c_in, n, device);
+            let target = one_hot::<B>(&masks, batch.len(), self.classes, n, n, device);
+            return seg_loss(model.forward(x), target, self.s.dice_weight, self.s.ce_weight);
+        }
         let planes = self.train.first().map_or(1, |e| e.planes.planes);
         let (mut imgs, mut masks) =
             (Vec::with_capacity(batch.len() * planes * n * n), Vec::with_capacity(batch.len() * n * n));
@@ -154,8 +270,16 @@ impl<B: AutodiffBackend> FinetuneTask<B> for SegTask<'_> {
     }
 
     fn validate(&self, model: &SwinUnet<B::InnerBackend>, device: &B::Device) -> Validation {
-        let dice =
-            validate_cases::<B::InnerBackend>(model, self.spec, &self.val, self.s.batch_size, self.classes, device);
+        let window = (self.s.input == SegInput::Patch).then(|| SlidingWindow::of(self.s));
+        let dice = validate_cases::<B::InnerBackend>(
+            model,
+            self.spec,
+            &self.val,
+            self.s.batch_size,
+            self.classes,
+            window,
+            device,
+        );
         let mut fields = serde_json::Map::new();
         fields.insert("val_dice".into(), if dice.is_finite() { json!(dice) } else { json!(null) });
         Validation {
@@ -166,8 +290,8 @@ impl<B: AutodiffBackend> FinetuneTask<B> for SegTask<'_> {
     }
 }
 
-/// The card of a fine-tuned network's weights.
-pub(crate) fn card(cfg: &FinetuneConfig, kind: ModelKind, classes: Vec<String>) -> ModelCard {
+/// The card of a fine-tuned network's weights (the licence is that of the initial weights' card).
+pub(crate) fn card(cfg: &FinetuneConfig, kind: ModelKind, classes: Vec<String>, init: Option<&StateDict>) -> ModelCard {
     ModelCard {
         vismae: vismae_run::VISMAE_VERSION.into(),
         kind,
@@ -183,6 +307,12 @@ pub(crate) fn card(cfg: &FinetuneConfig, kind: ModelKind, classes: Vec<String>) 
         layer_norm_eps: None,
         finetune_norm: None,
         metrics: Default::default(),
+        data: Some(vismae_run::DataSummary {
+            images: cfg.train_cases.len(),
+            modalities: Default::default(),
+            sources: vec![cfg.data.display().to_string()],
+        }),
+        licence: init.and_then(|sd| sd.card()).and_then(|c| c.licence),
     }
 }
 
@@ -208,9 +338,12 @@ pub fn run<B: AutodiffBackend>(
     let seen =
         train_cases.iter().chain(&val).flatten().flat_map(|v| v.mask.iter().copied()).max().unwrap_or(0) as usize + 1;
     let classes = set.classes.len().max(seen).max(2);
-    let train_ex = to_examples(train_cases, spec.size);
+    let (train_ex, patches) = match s.input {
+        SegInput::Resize => (to_examples(train_cases, spec.size), Vec::new()),
+        SegInput::Patch => (Vec::new(), to_patch_sources(train_cases, spec)),
+    };
     let val_images = val.iter().map(Vec::len).sum();
-    check_sizes(train_ex.len(), val_images)?;
+    check_sizes(train_ex.len().max(patches.len()), val_images)?;
     let variant = s.variant;
     let mut net = variant.unet(spec.in_chans, classes);
     net.swin.layer_norm_eps = cfg.layer_norm_eps;
@@ -228,11 +361,11 @@ pub fn run<B: AutodiffBackend>(
         ];
         (model, transferred) = apply_init(model, &sd, spec.in_chans, &drop, run)?;
     }
-    let images = (train_ex.len(), val_images);
+    let images = (train_ex.len().max(patches.len()), val_images);
     let names =
         if set.classes.len() == classes { set.classes.clone() } else { (0..classes).map(|c| c.to_string()).collect() };
-    let card = card(cfg, ModelKind::Unet, names);
-    let task = SegTask { train: train_ex, val, spec, s, classes };
+    let card = card(cfg, ModelKind::Unet, names, init);
+    let task = SegTask { train: train_ex, patches, val, spec, s, classes };
     let ls = LoopSettings {
         epochs: s.epochs,
         warmup_epochs: cfg.warmup_epochs,

@@ -105,6 +105,8 @@ pub fn card(cfg: &PretrainConfig, kind: ModelKind) -> ModelCard {
         layer_norm_eps: None,
         finetune_norm: None,
         metrics: Default::default(),
+        data: cfg.data_summary.clone(),
+        licence: cfg.settings.licence.clone(),
     }
 }
 

@@ -115,6 +115,11 @@ pub fn resolve(settings: &PretrainSettings, data: &Path, default_devices: usize)
         warmup_steps,
         devices,
         preprocess,
+        data_summary: Some(vismae_run::DataSummary {
+            images: ds.len(),
+            modalities: ds.modality_counts(),
+            sources: info.sources.clone(),
+        }),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The best epoch's validation score that `finetune` logs equals what `predict --data SET --cases
 //! val` with that run's weights, scored by `evaluate`, gives (to 1e-4): same preprocessing, same
-//! batching, same metric. Shown for segmentation on 2-D images of another size than the network's,
+//! batching, same metric. Shown for segmentation on 2-D images of another size than the network's
+//! (resized, and by the sliding window of a patch-trained run),
 //! for classification, and for a 2-channel nnU-Net set of volumes started from 3-channel MAE
 //! weights (its patch embedding adapted).
 
@@ -85,24 +86,31 @@ fn segmentation_validation_equals_predict_then_evaluate() {
     }
     std::fs::write(dir.join("set.csv"), csv).unwrap_or_default();
     let data = dir.join("set.csv");
-    // batch 3: validation chunks run across case boundaries
-    let req = request(Task::Segmentation, &data, Init::Scratch, TaskSettings::Segmentation(tiny_seg(3)));
-    let resolved = finetune::resolve(&req).unwrap_or_else(|e| panic!("{e}"));
-    let run = dir.join("run");
-    let (_, out) = finetune::start::<Train>(&resolved, &run, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
-    let finetune::Outcome::Seg(o) = out else { panic!("a segmentation run") };
-    let logged = logged_at_best(&run, o.best.1, "val_dice");
-    assert!((logged - o.best.0).abs() < 1e-12);
-    predict_val(&run, &data, &dir.join("pred"));
-    let e = evaluate::seg(&dir.join("pred"), &Truth::Labelled(data.clone()), &dir.join("eval"), false)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let cfg = FinetuneConfig::read(&run, None).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(e.cases, cfg.val_cases.len());
-    let evaluated = e.foreground_mean.dice.unwrap_or(f64::NAN);
-    assert!((evaluated - logged).abs() < 1e-4, "logged best validation Dice {logged}, evaluate seg {evaluated}");
-    // the masks are the cases' own size
-    let m = image::open(dir.join(format!("pred/{}.png", cfg.val_cases[0]))).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((m.width(), m.height()), (44, 38));
+    // batch 3: validation chunks run across case boundaries; patch mode: 2 x 2 sliding windows
+    for input in [vismae_run::SegInput::Resize, vismae_run::SegInput::Patch] {
+        let settings = SegSettings { input, ..tiny_seg(3) };
+        let req = request(Task::Segmentation, &data, Init::Scratch, TaskSettings::Segmentation(settings));
+        let resolved = finetune::resolve(&req).unwrap_or_else(|e| panic!("{e}"));
+        let run = dir.join(format!("run-{input}"));
+        let (_, out) = finetune::start::<Train>(&resolved, &run, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let finetune::Outcome::Seg(o) = out else { panic!("a segmentation run") };
+        let logged = logged_at_best(&run, o.best.1, "val_dice");
+        assert!((logged - o.best.0).abs() < 1e-12);
+        let pred = dir.join(format!("pred-{input}"));
+        predict_val(&run, &data, &pred);
+        let e = evaluate::seg(&pred, &Truth::Labelled(data.clone()), &dir.join(format!("eval-{input}")), false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let cfg = FinetuneConfig::read(&run, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.cases, cfg.val_cases.len());
+        let evaluated = e.foreground_mean.dice.unwrap_or(f64::NAN);
+        assert!(
+            (evaluated - logged).abs() < 1e-4,
+            "{input}: logged best validation Dice {logged}, evaluate seg {evaluated}"
+        );
+        // the masks are the cases' own size
+        let m = image::open(pred.join(format!("{}.png", cfg.val_cases[0]))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((m.width(), m.height()), (44, 38));
+    }
 }
 
 #[test]
