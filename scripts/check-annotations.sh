@@ -80,7 +80,7 @@ set_dir=$out/lung-cases
 mkdir -p "$set_dir"
 for p in 1 2 3 4; do cp -r "$data/pat_$p" "$set_dir/"; done
 echo '{"labels": {"background": 0, "tumour": 1}, "rois": {"GTV-1": "tumour"}}' > "$set_dir/dicom-labels.json"
-"$vismae" split --data "$set_dir" --folds 2 --out "$out/splits" | head -1
+"$vismae" split --data "$set_dir" --folds 2 --out "$out/splits" | tail -1
 # Dice loss alone and the last epoch: a few epochs then predict some tumour, so the SEGs are not empty
 "$vismae" finetune seg --data "$set_dir" --folds 2 --fold 0 --init scratch --set 'variant="tiny"' --set size=64 \
   --set epochs=3 --set warmup_epochs=1 --set batch_size=8 --set ce_weight=0 --set 'keep="last"' --out "$out/run" | tail -1

@@ -19,8 +19,24 @@ fn keep_freed_memory() {
     }
 }
 
+/// `vismae split ... | head -1` closes the pipe early: Rust ignores SIGPIPE, so the next `println!`
+/// panics ("failed printing to stdout"). Restoring the default action ends the process quietly, as
+/// other command-line tools end; files are never torn by it (every output is written to a
+/// temporary file and renamed).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: signal() with SIG_DFL only restores the default disposition of SIGPIPE; it is called
+    // once, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> std::process::ExitCode {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     keep_freed_memory();
+    #[cfg(unix)]
+    quiet_on_closed_pipe();
     vismae_cli::main()
 }
