@@ -269,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if out.exists() {
                 anyhow::bail!("{} already exists: choose another --out (vismae never overwrites)", out.display());
             }
-            if let Some(kind) = vismae_data::annotations::AnnotationKind::of_file(&input) {
+            if let Some(kind) = vismae_data::annotations::AnnotationKind::sniff_file(&input) {
                 return convert_annotation(&input, &out, series.as_deref(), &rois, kind);
             }
             if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm")) {

@@ -128,6 +128,32 @@ pub fn importance(n: usize, gaussian: bool) -> Vec<f32> {
     (0..n * n).map(|i| (g[i / n] * g[i % n]).max(1e-12) as f32).collect()
 }
 
+/// A `w x h` image of `planes` planes finished as a whole ([`Preprocess::finish_px`]: channels
+/// replicated, the run's normalisation over the image), then padded to at least the network's
+/// side with each channel's minimum: `(in_chans planes, padded width, padded height)`. What patch
+/// training cuts patches from and the sliding window slides over.
+pub fn finished_padded(
+    spec: &Preprocess,
+    data: Vec<f32>,
+    planes: usize,
+    w: usize,
+    h: usize,
+) -> (Vec<f32>, usize, usize) {
+    let (n, c_in) = (spec.size, spec.in_chans);
+    let finished = spec.finish_px(data, planes, w * h);
+    let (pw, ph) = (w.max(n), h.max(n));
+    let mut padded = vec![0f32; c_in * pw * ph];
+    for (ch, plane) in finished.chunks(w * h).enumerate().take(c_in) {
+        let lo = plane.iter().copied().fold(f32::INFINITY, f32::min);
+        let dst = &mut padded[ch * pw * ph..(ch + 1) * pw * ph];
+        dst.fill(if lo.is_finite() { lo } else { 0.0 });
+        for r in 0..h {
+            dst[r * pw..r * pw + w].copy_from_slice(&plane[r * w..(r + 1) * w]);
+        }
+    }
+    (padded, pw, ph)
+}
+
 /// Softmax probabilities `[classes, height, width]` (flat) of one image at its own resolution, by
 /// a sliding window of the network's side: the image is finished as a whole (channels replicated,
 /// then the run's normalisation over the image), padded to at least the side with each channel's
@@ -145,17 +171,7 @@ pub fn sliding_probabilities<B: Backend>(
 ) -> Vec<f32> {
     let (n, c_in) = (spec.size, spec.in_chans);
     let (w, h) = (image.width, image.height);
-    let finished = spec.finish_px(image.data.clone(), image.planes, w * h);
-    let (pw, ph) = (w.max(n), h.max(n));
-    let mut padded = vec![0f32; c_in * pw * ph];
-    for (ch, plane) in finished.chunks(w * h).enumerate().take(c_in) {
-        let lo = plane.iter().copied().fold(f32::INFINITY, f32::min);
-        let dst = &mut padded[ch * pw * ph..(ch + 1) * pw * ph];
-        dst.fill(if lo.is_finite() { lo } else { 0.0 });
-        for r in 0..h {
-            dst[r * pw..r * pw + w].copy_from_slice(&plane[r * w..(r + 1) * w]);
-        }
-    }
+    let (padded, pw, ph) = finished_padded(spec, image.data.clone(), image.planes, w, h);
     let windows: Vec<(usize, usize)> = window_starts(ph, n, window.overlap)
         .into_iter()
         .flat_map(|y| window_starts(pw, n, window.overlap).into_iter().map(move |x| (x, y)))

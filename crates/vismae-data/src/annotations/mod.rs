@@ -66,21 +66,17 @@ impl AnnotationKind {
             hit.then(|| Self::of_class(uid)).flatten()
         })
     }
+}
 
-    /// The kind of the DICOM file at `path`, if it is an annotation object (`None` for images,
-    /// other objects and files that are not DICOM).
-    pub fn of_file(path: &Path) -> Option<Self> {
-        let bytes = crate::limits::Limits::default().read_file(path).ok()?;
-        if !crate::dicom::sniff(&bytes) {
-            return None;
-        }
-        let obj = crate::dicom::parse_object(path, &bytes, &crate::limits::Limits::default()).ok()?;
-        let class = obj
-            .get(tags::SOP_CLASS_UID)
-            .and_then(|e| e.to_str().ok().map(|s| s.into_owned()))
-            .unwrap_or_else(|| obj.meta().media_storage_sop_class_uid().to_string());
-        Self::of_class(&class)
-    }
+/// The items of sequence `tag` of a data set (none when it is absent).
+pub(crate) fn items(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> &[dicom_object::InMemDicomObject] {
+    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
+}
+
+/// A text element's value, trimmed of spaces and NUL padding; `None` when absent or empty.
+pub(crate) fn text(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    let s = obj.get(tag)?.to_str().ok()?.trim().trim_end_matches('\0').trim().to_string();
+    (!s.is_empty()).then_some(s)
 }
 
 /// The pixel grid of a DICOM image series in patient space: what annotations are drawn on.

@@ -13,7 +13,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_object::InMemDicomObject;
 
-use super::{LabelMap, SeriesGrid, check_frame, fill_polygon, pick_names};
+use super::{LabelMap, SeriesGrid, check_frame, fill_polygon, items, pick_names, text};
 use crate::error::{DataError, Reason};
 
 /// One contour of an ROI.
@@ -47,15 +47,6 @@ pub struct StructureSet {
     pub series_uid: Option<String>,
     /// Its frame of reference, when it says.
     pub frame_of_reference_uid: Option<String>,
-}
-
-fn items(obj: &InMemDicomObject, tag: dicom_core::Tag) -> &[InMemDicomObject] {
-    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
-}
-
-fn text(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    let s = obj.get(tag)?.to_str().ok()?.trim().trim_end_matches('\0').trim().to_string();
-    (!s.is_empty()).then_some(s)
 }
 
 fn int(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<i64> {

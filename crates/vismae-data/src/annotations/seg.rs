@@ -15,7 +15,7 @@ use dicom_core::{DataElement, DicomValue, Length, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject};
 
-use super::{LABELMAP_SEG_SOP_CLASS, LabelMap, SEG_SOP_CLASS, SeriesGrid, check_frame, pick_names};
+use super::{LABELMAP_SEG_SOP_CLASS, LabelMap, SEG_SOP_CLASS, SeriesGrid, check_frame, items, pick_names, text};
 use crate::error::{DataError, Reason};
 use crate::volume::Volume;
 
@@ -69,15 +69,6 @@ pub struct Segmentation {
     /// Frame of Reference UID.
     pub frame_of_reference_uid: Option<String>,
     pixels: Vec<u8>,
-}
-
-fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
-    obj.get(tag).and_then(|e| e.items()).unwrap_or(&[])
-}
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let s = obj.get(tag)?.to_str().ok()?.trim().trim_end_matches('\0').trim().to_string();
-    (!s.is_empty()).then_some(s)
 }
 
 fn uint(obj: &InMemDicomObject, tag: Tag) -> Option<u64> {

@@ -25,7 +25,9 @@ use vismae_run::{
 use super::{FinetuneTask, LoopSettings, LrGroups, Validation, apply_init, check_sizes, train};
 use crate::augment;
 use crate::error::{Result, TrainError};
-use crate::infer::{SlidingWindow, argmax_labels, labels_to_size, seg_probabilities, sliding_probabilities};
+use crate::infer::{
+    SlidingWindow, argmax_labels, finished_padded, labels_to_size, seg_probabilities, sliding_probabilities,
+};
 use crate::losses::{one_hot, seg_loss};
 
 /// What a run did.
@@ -78,24 +80,13 @@ struct PatchSource {
 }
 
 fn to_patch_sources(cases: Vec<Vec<ValSlice>>, spec: &Preprocess) -> Vec<PatchSource> {
-    let (n, c_in) = (spec.size, spec.in_chans);
     cases
         .into_iter()
         .flatten()
         .filter_map(|v| {
             let SliceInput::Native(p) = v.input else { return None };
             let (w, h) = (p.width, p.height);
-            let finished = spec.finish_px(p.data, p.planes, w * h);
-            let (pw, ph) = (w.max(n), h.max(n));
-            let mut data = vec![0f32; c_in * pw * ph];
-            for (ch, plane) in finished.chunks(w * h).enumerate().take(c_in) {
-                let lo = plane.iter().copied().fold(f32::INFINITY, f32::min);
-                let dst = &mut data[ch * pw * ph..(ch + 1) * pw * ph];
-                dst.fill(if lo.is_finite() { lo } else { 0.0 });
-                for r in 0..h {
-                    dst[r * pw..r * pw + w].copy_from_slice(&plane[r * w..(r + 1) * w]);
-                }
-            }
+            let (data, pw, ph) = finished_padded(spec, p.data, p.planes, w, h);
             let mut mask = vec![0u8; pw * ph];
             for r in 0..h {
                 mask[r * pw..r * pw + w].copy_from_slice(&v.mask[r * w..(r + 1) * w]);
