@@ -3,16 +3,25 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Distribution, Int, Tensor, TensorData, activation::softmax, backend::Backend};
+use burn::tensor::{Distribution, Tensor, TensorData, activation::softmax, backend::Backend};
 
-use crate::geometry::{WindowIndex, head_merge_index, relative_position_index, shift_attention_mask, window_index};
+use crate::geometry::{
+    WindowIndex, gather_rows, head_merge_index, qkv_split_index, relative_bias_index, relative_position_index,
+    shift_attention_mask, window_index,
+};
 use crate::layers::{Init, new_linear, on_rows};
 use crate::params::{self, Buffer, ParamIo, join};
 
-/// Gather indices of one attention geometry.
+/// Gather indices and constants of one attention geometry.
 struct Indices {
     window: WindowIndex,
+    /// Whether some window row reads the zero row (the grid is padded to whole windows).
+    padded: bool,
+    qkv: Vec<i64>,
     heads: Vec<i64>,
+    bias: Vec<i64>,
+    /// The shift mask repeated over heads, `[nW, nH, L, L]` (shifted blocks only).
+    mask: Option<Vec<f32>>,
 }
 
 /// `(batch, h, w, window, shift, heads)`.
@@ -32,8 +41,20 @@ fn cached_indices(b: usize, h: usize, w: usize, ws: usize, shift: usize, nh: usi
             .or_insert_with(|| {
                 let window = window_index(b, h, w, ws, shift);
                 let (hp, wp) = window.padded;
-                let bn = b * (hp / ws) * (wp / ws);
-                std::rc::Rc::new(Indices { heads: head_merge_index(bn, nh, ws * ws), window })
+                let n_win = (hp / ws) * (wp / ws);
+                let (bn, l) = (b * n_win, ws * ws);
+                let mask = (shift > 0).then(|| {
+                    let per_window = shift_attention_mask(hp, wp, ws, shift);
+                    per_window.chunks(l * l).flat_map(|m| std::iter::repeat_n(m, nh).flatten().copied()).collect()
+                });
+                std::rc::Rc::new(Indices {
+                    padded: (hp, wp) != (h, w),
+                    qkv: qkv_split_index(bn, l, nh),
+                    heads: head_merge_index(bn, nh, l),
+                    bias: relative_bias_index(ws, nh),
+                    mask,
+                    window,
+                })
             })
             .clone()
     })
@@ -69,23 +90,20 @@ impl<B: Backend> WindowAttention<B> {
         }
     }
 
-    /// The bias added to every window's attention logits, `[heads, ws², ws²]`.
-    fn relative_bias(&self, device: &B::Device) -> Tensor<B, 3> {
+    /// The bias added to every window's attention logits, `[heads, ws², ws²]` contiguous (one
+    /// gather from the flattened table).
+    fn relative_bias(&self, index: &[i64]) -> Tensor<B, 3> {
         let l = self.window * self.window;
-        let index = relative_position_index(self.window);
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [l * l]), device);
-        self.relative_position_bias_table
-            .val()
-            .select(0, index) // [L*L, heads]
-            .reshape([l, l, self.num_heads])
-            .permute([2, 0, 1])
+        let [rows, nh] = self.relative_position_bias_table.val().dims();
+        gather_rows(self.relative_position_bias_table.val().reshape([rows * nh, 1]), index).reshape([nh, l, l])
     }
 
     /// Attention over windows of an already normalised input; `shift` applies the cyclic shift by
     /// `window / 2` with its region mask (also when the grid is a single window, as the reference does).
     ///
-    /// Padding, shift, partition, head merge and their reverses are row gathers with cached indices
-    /// (see [`window_index`]), so CPU backends copy whole rows instead of walking strides.
+    /// Padding, shift, partition, the q/k/v split, head merge and their reverses are row gathers with
+    /// cached indices (see [`window_index`]), so CPU backends copy whole rows instead of walking
+    /// strides, and the bias and shift mask are added as one contiguous row per image.
     ///
     /// # Shapes
     /// `[B, H, W, C]` -> `[B, H, W, C]`
@@ -97,33 +115,39 @@ impl<B: Backend> WindowAttention<B> {
         let idx = cached_indices(b, h, w, ws, s, self.num_heads);
         let (hp, wp) = idx.window.padded;
         let l = ws * ws;
-        let bn = b * (hp / ws) * (wp / ws);
+        let n_win = (hp / ws) * (wp / ws);
+        let bn = b * n_win;
         let (nh, hd) = (self.num_heads, c / self.num_heads);
-        let int = |v: &[i64]| Tensor::<B, 1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), &device);
 
-        // tokens as rows, one zero row for the padding, gathered into shifted windows
-        let rows = Tensor::cat(vec![x.reshape([b * h * w, c]), Tensor::zeros([1, c], &device)], 0);
-        let windows = rows.select(0, int(&idx.window.forward)).reshape([bn, l, c]); // [Bn, L, C]
+        // tokens as rows (one zero row appended when windows need padding), gathered into shifted windows
+        let rows = x.reshape([b * h * w, c]);
+        let rows = if idx.padded { Tensor::cat(vec![rows, Tensor::zeros([1, c], &device)], 0) } else { rows };
+        let windows = gather_rows(rows, &idx.window.forward).reshape([bn, l, c]); // [Bn, L, C]
 
         let qkv = on_rows(windows, |r| self.qkv.forward(r)); // [Bn, L, 3C]: [q | k | v], each head-major
-        let part = |k: usize| qkv.clone().narrow(2, k * c, c).reshape([bn, l, nh, hd]); // [Bn, L, nH, P]
-        let q = part(0).swap_dims(1, 2).mul_scalar((hd as f64).powf(-0.5)); // [Bn, nH, L, P]
-        let k = part(1).permute([0, 2, 3, 1]); // [Bn, nH, P, L]
-        let v = part(2).swap_dims(1, 2); // [Bn, nH, L, P]
-        let attn = q.matmul(k) + self.relative_bias(&device).unsqueeze_dim::<4>(0); // [Bn, nH, L, L]
-        let attn = if shift {
-            let n_win = (hp / ws) * (wp / ws);
-            let mask = shift_attention_mask(hp, wp, ws, s);
-            let mask = Tensor::<B, 5>::from_data(TensorData::new(mask, [1, n_win, 1, l, l]), &device);
-            (attn.reshape([b, n_win, nh, l, l]) + mask).reshape([bn, nh, l, l])
-        } else {
-            attn
+        // one row gather makes q, k and v contiguous [Bn, nH, L, P] blocks
+        let qkv = gather_rows(qkv.reshape([bn * l * 3 * nh, hd]), &idx.qkv).reshape([3, bn * nh * l * hd]);
+        let part = |k: usize| qkv.clone().narrow(0, k, 1).reshape([bn, nh, l, hd]);
+        let q = part(0).mul_scalar((hd as f64).powf(-0.5));
+        let k = part(1).swap_dims(2, 3); // [Bn, nH, P, L], a strided view the matmul reads as is
+        let v = part(2);
+        let attn = q.matmul(k); // [Bn, nH, L, L]
+        // bias (+ shift mask) as one contiguous row shared by every image: a broadcast add of one row
+        let bias = self.relative_bias(&idx.bias).reshape([1, nh * l * l]);
+        let attn = match &idx.mask {
+            Some(mask) => {
+                let mask = Tensor::<B, 2>::from_data(TensorData::new(mask.clone(), [n_win, nh * l * l]), &device);
+                let bias = (mask + bias).reshape([1, n_win * nh * l * l]);
+                attn.reshape([b, n_win * nh * l * l]) + bias
+            }
+            None => attn.reshape([bn, nh * l * l]) + bias,
         };
-        let out = on_rows(attn, |r| softmax(r, 1)).matmul(v); // [Bn, nH, L, P]
-        let out = out.reshape([bn * nh * l, hd]).select(0, int(&idx.heads)).reshape([bn, l, c]); // [Bn, L, C]
-        let out = on_rows(out, |r| self.proj.forward(r));
+        let attn = softmax(attn.reshape([bn * nh * l, l]), 1).reshape([bn, nh, l, l]);
+        let out = attn.matmul(v); // [Bn, nH, L, P]
+        let out = gather_rows(out.reshape([bn * nh * l, hd]), &idx.heads).reshape([bn * l, c]); // [Bn*L, C]
+        let out = self.proj.forward(out);
         // back to token order, dropping padding
-        out.reshape([bn * l, c]).select(0, int(&idx.window.reverse)).reshape([b, h, w, c])
+        gather_rows(out, &idx.window.reverse).reshape([b, h, w, c])
     }
 
     /// Visits the parameters (and the `relative_position_index` buffer) under the official keys.

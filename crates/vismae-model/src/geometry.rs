@@ -179,6 +179,87 @@ pub fn head_merge_index(bn: usize, nh: usize, l: usize) -> Vec<i64> {
     idx
 }
 
+/// Row order that splits a `Linear(C, 3C)` output into q, k and v, each head-major: the output
+/// `[Bn*L*3*nH, P]` rows (token-major, then `[q | k | v]`, then head) gathered as `[3, Bn, nH, L]`,
+/// so that q, k and v are contiguous `[Bn, nH, L, P]` blocks of one tensor.
+pub fn qkv_split_index(bn: usize, l: usize, nh: usize) -> Vec<i64> {
+    let mut idx = Vec::with_capacity(3 * bn * nh * l);
+    for k in 0..3 {
+        for b in 0..bn {
+            for h in 0..nh {
+                for t in 0..l {
+                    idx.push((((b * l + t) * 3 + k) * nh + h) as i64);
+                }
+            }
+        }
+    }
+    idx
+}
+
+/// Indices into the flattened relative position bias table `[(2ws-1)² * nH]` that give the bias of
+/// every head and token pair, `[nH, ws², ws²]` row-major (`table[rel(i, j), h]` at `(h, i, j)`).
+pub fn relative_bias_index(ws: usize, nh: usize) -> Vec<i64> {
+    let rel = relative_position_index(ws);
+    (0..nh).flat_map(|h| rel.iter().map(move |&r| r * nh as i64 + h as i64)).collect()
+}
+
+/// Row order of patch merging: `[B*h*w, C]` token rows (plus a zero row at index `B*h*w` for an
+/// odd side's padding) gathered as `[B, ceil(h/2), ceil(w/2), 4]` rows, the 4 being the
+/// neighbours `x00, x10, x01, x11` (row offset, then column offset, varying fastest first), so that
+/// a reshape gives the `4C` channels of the reference's concatenation.
+pub fn merge_index(b: usize, h: usize, w: usize) -> Vec<i64> {
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    let zero_row = (b * h * w) as i64;
+    let mut idx = Vec::with_capacity(b * ho * wo * 4);
+    for bi in 0..b {
+        for i in 0..ho {
+            for j in 0..wo {
+                for (dy, dx) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
+                    let (y, x) = (2 * i + dy, 2 * j + dx);
+                    idx.push(if y < h && x < w { ((bi * h + y) * w + x) as i64 } else { zero_row });
+                }
+            }
+        }
+    }
+    idx
+}
+
+/// Row order of the pixel shuffle of patch expanding by `f`: `[B*h*w*f*f, c]` rows (token, then
+/// `P1`, then `P2`) gathered into `[B, h*f, w*f]` order (einops `'B H W (P1 P2 c) -> B (H P1) (W P2) c'`).
+pub fn expand_index(b: usize, h: usize, w: usize, f: usize) -> Vec<i64> {
+    let mut idx = Vec::with_capacity(b * h * w * f * f);
+    for bi in 0..b {
+        for i in 0..h {
+            for p1 in 0..f {
+                for j in 0..w {
+                    for p2 in 0..f {
+                        idx.push(((((bi * h + i) * w + j) * f + p1) * f + p2) as i64);
+                    }
+                }
+            }
+        }
+    }
+    idx
+}
+
+/// `rows` (one per index of a geometry) built once per thread and `key` (the layer kind and the
+/// dimensions it depends on), shared afterwards: index vectors are pure functions of shape.
+pub fn cached_rows(key: (&'static str, [usize; 4]), build: impl FnOnce() -> Vec<i64>) -> std::rc::Rc<Vec<i64>> {
+    type Cache = std::collections::HashMap<(&'static str, [usize; 4]), std::rc::Rc<Vec<i64>>>;
+    thread_local! {
+        static ROWS: std::cell::RefCell<Cache> = std::cell::RefCell::new(Cache::new());
+    }
+    ROWS.with(|cache| cache.borrow_mut().entry(key).or_insert_with(|| std::rc::Rc::new(build())).clone())
+}
+
+/// `x`'s rows `[N, C]` gathered by `index` (a row gather: CPU backends copy whole rows).
+pub fn gather_rows<B: Backend>(x: Tensor<B, 2>, index: &[i64]) -> Tensor<B, 2> {
+    use burn::tensor::{Int, TensorData};
+    let device = x.device();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index.to_vec(), [index.len()]), &device);
+    x.select(0, index)
+}
+
 /// Smallest padding that makes `n` a multiple of `m`.
 pub fn pad_to_multiple(n: usize, m: usize) -> usize {
     (m - n % m) % m
@@ -291,6 +372,78 @@ mod tests {
             assert_eq!(back, orig);
         }
         assert_eq!(head_merge_index(1, 2, 3), vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    fn values<const D: usize>(t: Tensor<TestBackend, D>) -> Vec<f32> {
+        t.into_data().to_vec().unwrap_or_default()
+    }
+
+    fn gathered(x: Tensor<TestBackend, 2>, zero_row: bool, index: &[i64]) -> Vec<f32> {
+        let c = x.dims()[1];
+        let x = if zero_row { Tensor::cat(vec![x, Tensor::zeros([1, c], &Default::default())], 0) } else { x };
+        values(gather_rows(x, index))
+    }
+
+    #[test]
+    fn merge_index_equals_pad_reshape_permute() {
+        let dev = Default::default();
+        for (h, w) in [(4usize, 6usize), (5, 4), (3, 3), (1, 2)] {
+            let (b, c) = (2, 3);
+            let x = Tensor::<TestBackend, 4>::from_data(
+                TensorData::new((0..b * h * w * c).map(|v| v as f32 + 1.0).collect::<Vec<_>>(), [b, h, w, c]),
+                &dev,
+            );
+            // the reference: pad, then '(h p) (w q) C -> h w (q p C)'
+            let p = pad_bottom_right(x.clone(), h % 2, w % 2);
+            let [_, hp, wp, _] = p.dims();
+            let want =
+                values(p.reshape([b, hp / 2, 2, wp / 2, 2, c]).permute([0, 1, 3, 4, 2, 5]).reshape([b * hp * wp, c]));
+            let odd = h % 2 == 1 || w % 2 == 1;
+            assert_eq!(gathered(x.reshape([b * h * w, c]), odd, &merge_index(b, h, w)), want, "{h}x{w}");
+        }
+    }
+
+    #[test]
+    fn expand_index_equals_pixel_shuffle() {
+        let dev = Default::default();
+        for (h, w, f) in [(2usize, 3usize, 2usize), (3, 2, 4), (1, 1, 2)] {
+            let (b, c) = (2, 3);
+            let n = b * h * w * f * f * c;
+            let x = Tensor::<TestBackend, 4>::from_data(
+                TensorData::new((0..n).map(|v| v as f32).collect::<Vec<_>>(), [b, h, w, f * f * c]),
+                &dev,
+            );
+            let want = values(x.clone().reshape([b, h, w, f, f, c]).permute([0, 1, 3, 2, 4, 5]).reshape([n / c, c]));
+            assert_eq!(gathered(x.reshape([n / c, c]), false, &expand_index(b, h, w, f)), want);
+        }
+    }
+
+    #[test]
+    fn qkv_and_bias_indices_equal_the_permutes_they_replace() {
+        let dev = Default::default();
+        let (bn, l, nh, p) = (2usize, 4usize, 3usize, 2usize);
+        let n = bn * l * 3 * nh * p;
+        let qkv = Tensor::<TestBackend, 3>::from_data(
+            TensorData::new((0..n).map(|v| v as f32).collect::<Vec<_>>(), [bn, l, 3 * nh * p]),
+            &dev,
+        );
+        let got = gathered(qkv.clone().reshape([n / p, p]), false, &qkv_split_index(bn, l, nh));
+        let c = nh * p;
+        for k in 0..3 {
+            let want = values(qkv.clone().narrow(2, k * c, c).reshape([bn, l, nh, p]).swap_dims(1, 2));
+            assert_eq!(&got[k * n / 3..(k + 1) * n / 3], &want[..], "part {k}");
+        }
+        let ws = 3;
+        let span = (2 * ws - 1) * (2 * ws - 1);
+        let table = Tensor::<TestBackend, 2>::from_data(
+            TensorData::new((0..span * nh).map(|v| v as f32).collect::<Vec<_>>(), [span, nh]),
+            &dev,
+        );
+        let l = ws * ws;
+        let rel = relative_position_index(ws);
+        let rel = Tensor::<TestBackend, 1, burn::tensor::Int>::from_data(TensorData::new(rel, [l * l]), &dev);
+        let want = values(table.clone().select(0, rel).reshape([l, l, nh]).permute([2, 0, 1]));
+        assert_eq!(gathered(table.reshape([span * nh, 1]), false, &relative_bias_index(ws, nh)), want);
     }
 
     #[test]

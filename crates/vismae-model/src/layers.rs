@@ -6,7 +6,7 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Distribution, Tensor, activation::gelu, backend::Backend};
 
-use crate::geometry::pad_bottom_right;
+use crate::geometry::{cached_rows, expand_index, gather_rows, merge_index, pad_bottom_right};
 use crate::params::{self, ParamIo, join};
 
 /// Weight initialisation of Linear layers (SPEC §1.8).
@@ -195,14 +195,20 @@ impl<B: Backend> PatchMerging<B> {
 
     /// # Shapes
     /// `[B, H, W, C]` -> `[B, ceil(H/2), ceil(W/2), 2C]` (odd sides are zero-padded)
+    ///
+    /// The 2x2 neighbourhoods are gathered as whole rows of `C` ([`merge_index`]), padding included.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [_, h, w, _] = x.dims();
-        let x = pad_bottom_right(x, h % 2, w % 2);
         let [b, h, w, c] = x.dims();
-        let x = x
-            .reshape([b, h / 2, 2, w / 2, 2, c]) // [B, h, p(row), w, q(col), C]
-            .permute([0, 1, 3, 4, 2, 5]) // [B, h, w, q, p, C]: channel block (q*2 + p)
-            .reshape([b, h / 2, w / 2, 4 * c]);
+        let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+        let rows = x.reshape([b * h * w, c]);
+        let rows = if h % 2 == 1 || w % 2 == 1 {
+            let device = rows.device();
+            Tensor::cat(vec![rows, Tensor::zeros([1, c], &device)], 0)
+        } else {
+            rows
+        };
+        let index = cached_rows(("merge", [b, h, w, 0]), || merge_index(b, h, w));
+        let x = gather_rows(rows, &index).reshape([b, ho, wo, 4 * c]);
         on_rows(layer_norm(&self.norm, x), |r| self.reduction.forward(r))
     }
 
@@ -241,14 +247,14 @@ impl<B: Backend> PatchExpanding<B> {
 
     /// # Shapes
     /// `[B, H, W, C]` -> `[B, f H, f W, c]`
+    ///
+    /// The pixel shuffle is a gather of whole rows of `c` ([`expand_index`]).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, h, w, _] = x.dims();
         let (f, c) = (self.factor, self.out_dim);
-        let x = on_rows(x, |r| self.expand.forward(r))
-            .reshape([b, h, w, f, f, c]) // [B, H, W, P1, P2, c]
-            .permute([0, 1, 3, 2, 4, 5]) // [B, H, P1, W, P2, c]
-            .reshape([b, h * f, w * f, c]);
-        layer_norm(&self.norm, x)
+        let rows = on_rows(x, |r| self.expand.forward(r)).reshape([b * h * w * f * f, c]);
+        let index = cached_rows(("expand", [b, h, w, f]), || expand_index(b, h, w, f));
+        layer_norm(&self.norm, gather_rows(rows, &index).reshape([b, h * f, w * f, c]))
     }
 
     /// Visits the parameters under the official keys.
