@@ -242,14 +242,35 @@ pub fn expand_index(b: usize, h: usize, w: usize, f: usize) -> Vec<i64> {
     idx
 }
 
-/// `rows` (one per index of a geometry) built once per thread and `key` (the layer kind and the
-/// dimensions it depends on), shared afterwards: index vectors are pure functions of shape.
-pub fn cached_rows(key: (&'static str, [usize; 4]), build: impl FnOnce() -> Vec<i64>) -> std::rc::Rc<Vec<i64>> {
-    type Cache = std::collections::HashMap<(&'static str, [usize; 4]), std::rc::Rc<Vec<i64>>>;
+/// Element order that turns per-pixel logits still in patch-expanding order, `[B*h*w*f*f, K]`
+/// (token, `P1`, `P2`, class), into `[B, K, H, W]` images cropped to `H x W` (at most `h*f x w*f`):
+/// the pixel shuffle, crop and channels-first permute as one gather of single values.
+pub fn expand_to_images_index(b: usize, h: usize, w: usize, f: usize, k: usize, out: (usize, usize)) -> Vec<i64> {
+    let (oh, ow) = out;
+    let mut idx = Vec::with_capacity(b * k * oh * ow);
+    for bi in 0..b {
+        for ki in 0..k {
+            for y in 0..oh {
+                for x in 0..ow {
+                    let (i, p1, j, p2) = (y / f, y % f, x / f, x % f);
+                    idx.push((((((bi * h + i) * w + j) * f + p1) * f + p2) * k + ki) as i64);
+                }
+            }
+        }
+    }
+    idx
+}
+
+/// The gather index of layer kind `kind` at dimensions `dims`, built once per thread by `build` and
+/// shared afterwards: index vectors are pure functions of shape.
+pub fn cached_rows(kind: &'static str, dims: &[usize], build: impl FnOnce() -> Vec<i64>) -> std::rc::Rc<Vec<i64>> {
+    type Cache = std::collections::HashMap<(&'static str, Vec<usize>), std::rc::Rc<Vec<i64>>>;
     thread_local! {
         static ROWS: std::cell::RefCell<Cache> = std::cell::RefCell::new(Cache::new());
     }
-    ROWS.with(|cache| cache.borrow_mut().entry(key).or_insert_with(|| std::rc::Rc::new(build())).clone())
+    ROWS.with(|cache| {
+        cache.borrow_mut().entry((kind, dims.to_vec())).or_insert_with(|| std::rc::Rc::new(build())).clone()
+    })
 }
 
 /// `x`'s rows `[N, C]` gathered by `index` (a row gather: CPU backends copy whole rows).
@@ -415,6 +436,24 @@ mod tests {
             );
             let want = values(x.clone().reshape([b, h, w, f, f, c]).permute([0, 1, 3, 2, 4, 5]).reshape([n / c, c]));
             assert_eq!(gathered(x.reshape([n / c, c]), false, &expand_index(b, h, w, f)), want);
+        }
+    }
+
+    #[test]
+    fn expand_to_images_index_equals_shuffle_crop_permute() {
+        let dev = Default::default();
+        let (b, h, w, f, k) = (2usize, 2usize, 3usize, 4usize, 3usize);
+        let n = b * h * w * f * f * k;
+        let x = Tensor::<TestBackend, 2>::from_data(
+            TensorData::new((0..n).map(|v| v as f32).collect::<Vec<_>>(), [n / k, k]),
+            &dev,
+        );
+        for out in [(h * f, w * f), (7, 10)] {
+            let rows = gathered(x.clone(), false, &expand_index(b, h, w, f));
+            let img = Tensor::<TestBackend, 4>::from_data(TensorData::new(rows, [b, h * f, w * f, k]), &dev);
+            let want = values(img.narrow(1, 0, out.0).narrow(2, 0, out.1).permute([0, 3, 1, 2]));
+            let got = gathered(x.clone().reshape([n, 1]), false, &expand_to_images_index(b, h, w, f, k, out));
+            assert_eq!(got, want, "{out:?}");
         }
     }
 

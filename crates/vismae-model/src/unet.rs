@@ -7,6 +7,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use crate::backbone::{SwinDecoder, SwinEncoder};
 use crate::config::UnetConfig;
+use crate::geometry::{cached_rows, expand_to_images_index, gather_rows};
 use crate::layers::{Init, PatchExpanding, new_conv_linear};
 use crate::params::{self, ParamIo};
 
@@ -54,11 +55,16 @@ impl<B: Backend> SwinUnet<B> {
         let x = self.encoder.embed(img);
         let (x, skips) = self.encoder.stages(x);
         let x = self.decoder.forward(x, Some(&skips));
-        let x = self.final_patch_expanding.forward(x); // [B, H', W', E]
-        let logits = crate::layers::on_rows(x, |r| self.head.forward(r)); // [B, H', W', K]
-        let [_, hp, wp, _] = logits.dims();
-        let logits = if hp != h || wp != w { logits.narrow(1, 0, h).narrow(2, 0, w) } else { logits };
-        logits.permute([0, 3, 1, 2])
+        // expansion, LayerNorm and the 1x1 head are row-wise, so the pixel shuffle, the crop to the
+        // input size and the channels-first permute wait for the K logits and run as one gather
+        let [b, gh, gw, _] = x.dims();
+        let f = self.final_patch_expanding.factor();
+        let logits = self.head.forward(self.final_patch_expanding.forward_unshuffled(x)); // [B*gh*gw*f*f, K]
+        let k = logits.dims()[1];
+        let index =
+            cached_rows("unshuffle", &[b, gh, gw, f, k, h, w], || expand_to_images_index(b, gh, gw, f, k, (h, w)));
+        let n = logits.shape().num_elements();
+        gather_rows(logits.reshape([n, 1]), &index).reshape([b, k, h, w])
     }
 
     /// The side multiple an input must have (the patch size).
