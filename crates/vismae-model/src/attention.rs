@@ -3,8 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Distribution, Tensor, TensorData, activation::softmax, backend::Backend};
+use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
+use crate::cpu::softmax_last;
 use crate::geometry::{
     WindowIndex, gather_rows, head_merge_index, qkv_split_index, relative_bias_index, relative_position_index,
     shift_attention_mask, window_index,
@@ -142,7 +143,7 @@ impl<B: Backend> WindowAttention<B> {
             }
             None => attn.reshape([bn, nh * l * l]) + bias,
         };
-        let attn = softmax(attn.reshape([bn * nh * l, l]), 1).reshape([bn, nh, l, l]);
+        let attn = softmax_last(attn.reshape([bn * nh * l, l])).reshape([bn, nh, l, l]);
         let out = attn.matmul(v); // [Bn, nH, L, P]
         let out = gather_rows(out.reshape([bn * nh * l, hd]), &idx.heads).reshape([bn * l, c]); // [Bn*L, C]
         let out = self.proj.forward(out);

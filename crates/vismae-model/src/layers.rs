@@ -4,7 +4,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::{Distribution, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{Distribution, Tensor, backend::Backend};
+
+use crate::cpu::gelu;
 
 use crate::geometry::{cached_rows, expand_index, gather_rows, merge_index, pad_bottom_right};
 use crate::params::{self, ParamIo, join};
@@ -257,13 +259,13 @@ impl<B: Backend> PatchExpanding<B> {
         layer_norm(&self.norm, gather_rows(rows, &index).reshape([b, h * f, w * f, c]))
     }
 
-    /// The expansion and LayerNorm with the pixel shuffle left out: `[B*H*W*f*f, c]` rows in
-    /// (token, `P1`, `P2`) order. Row-wise layers that follow commute with the shuffle, so a caller
-    /// that narrows the channels first (the segmentation head) shuffles less data.
-    pub fn forward_unshuffled(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let [b, h, w, _] = x.dims();
+    /// The expansion and LayerNorm of token rows `[N, C]` with the pixel shuffle left out:
+    /// `[N*f*f, c]` rows in (token, `P1`, `P2`) order. Row-wise layers that follow commute with the
+    /// shuffle, so a caller that narrows the channels first (the segmentation head) shuffles less.
+    pub fn forward_unshuffled(&self, rows: Tensor<B, 2>) -> Tensor<B, 2> {
+        let n = rows.dims()[0];
         let (f, c) = (self.factor, self.out_dim);
-        self.norm.forward(on_rows(x, |r| self.expand.forward(r)).reshape([b * h * w * f * f, c]))
+        self.norm.forward(self.expand.forward(rows).reshape([n * f * f, c]))
     }
 
     /// The side factor.
@@ -277,83 +279,6 @@ impl<B: Backend> PatchExpanding<B> {
         self.norm = params::layer_norm(v, &join(prefix, "norm"), self.norm);
         self
     }
-}
-
-/// Exact GELU, `x Φ(x) = x (1 + erf(x / √2)) / 2`.
-///
-/// On the flex CPU backend without autodiff (inference), a float32 tensor is mapped in place by a
-/// vectorised kernel (run-time SIMD dispatch): burn's own evaluates `erf` one scalar at a time,
-/// about a tenth of a Swin-UNet forward pass. Its `erf` is a rational approximation on `[-4, 4]`
-/// (the float32 one of Eigen and XLA), within 5e-7 of the exact value ([`erf_f32`]). Every other
-/// backend, and training, uses burn's `gelu`.
-pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    use std::any::Any;
-    let TensorPrimitive::Float(prim) = x.into_primitive() else {
-        unreachable!("a float tensor's primitive is a float primitive")
-    };
-    let boxed: Box<dyn Any> = Box::new(prim);
-    let prim = match boxed.downcast::<burn_flex::FlexTensor>() {
-        Ok(flex) if flex.dtype() == burn::tensor::DType::F32 => {
-            let mut flex = *flex;
-            let n = flex.layout().shape().num_elements();
-            if !(flex.is_unique() && flex.layout().contiguous_offsets() == Some((0, n))) {
-                flex = flex.to_contiguous();
-            }
-            if let Some(values) = flex.try_storage_mut::<f32>() {
-                pulp::Arch::new().dispatch(GeluInPlace(&mut values[..n]));
-                let boxed: Box<dyn Any> = Box::new(flex);
-                return match boxed.downcast::<B::FloatTensorPrimitive>() {
-                    Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(*p)),
-                    Err(_) => unreachable!("the tensor came from this backend"),
-                };
-            }
-            Box::new(flex) as Box<dyn Any>
-        }
-        Ok(flex) => flex as Box<dyn Any>,
-        Err(other) => other,
-    };
-    match prim.downcast::<B::FloatTensorPrimitive>() {
-        Ok(p) => burn::tensor::activation::gelu(Tensor::from_primitive(TensorPrimitive::Float(*p))),
-        Err(_) => unreachable!("the tensor came from this backend"),
-    }
-}
-
-/// Maps a slice through [`gelu_f32`], compiled for each instruction set that pulp dispatches to.
-struct GeluInPlace<'a>(&'a mut [f32]);
-
-impl pulp::WithSimd for GeluInPlace<'_> {
-    type Output = ();
-
-    #[inline(always)]
-    fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for v in self.0.iter_mut() {
-            *v = gelu_f32(*v);
-        }
-    }
-}
-
-/// Exact GELU of one float32 value (see [`erf_f32`]).
-#[inline(always)]
-pub fn gelu_f32(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-/// `erf` in float32: `x P(x²) / Q(x²)` on `x` clamped to `[-4, 4]` (outside it erf is ±1 in
-/// float32); the monomial coefficients of Eigen's and XLA's float32 `erf`. Branch-free, so a loop
-/// of it vectorises.
-#[inline(always)]
-pub fn erf_f32(x: f32) -> f32 {
-    let x = x.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_3e-10_f32;
-    for c in [2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600e-3, -1.609_603_3e-2] {
-        p = p * x2 + c;
-    }
-    let mut q = -1.456_607_2e-5_f32;
-    for c in [-2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2] {
-        q = q * x2 + c;
-    }
-    x * p / q
 }
 
 /// `fc1 (C -> rC)`, exact GELU, `fc2 (rC -> C)`; dropout rates are 0 in every VIS-MAE recipe.
@@ -382,42 +307,5 @@ impl<B: Backend> Mlp<B> {
         self.fc1 = params::linear(v, &join(prefix, "fc1"), self.fc1);
         self.fc2 = params::linear(v, &join(prefix, "fc2"), self.fc2);
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::TestBackend;
-    use burn::tensor::TensorData;
-
-    #[test]
-    fn erf_is_within_5e7_of_the_exact_value() {
-        let mut worst = 0.0f64;
-        for i in -600_000..=600_000 {
-            let x = i as f32 * 1e-5;
-            worst = worst.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
-        }
-        assert!(worst < 5e-7, "max |erf error| {worst:e}");
-        assert_eq!(erf_f32(0.0), 0.0);
-        assert_eq!(erf_f32(9.0), erf_f32(4.0));
-        assert!(erf_f32(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn flex_gelu_equals_burns_on_views_and_copies() {
-        let dev = Default::default();
-        let vals: Vec<f32> = (0..240).map(|i| (i as f32 - 120.0) * 0.07).collect();
-        let x = Tensor::<TestBackend, 3>::from_data(TensorData::new(vals, [4, 6, 10]), &dev);
-        // contiguous and unique, a shared one, and a permuted view
-        for input in [x.clone() * 1.0, x.clone(), x.clone().swap_dims(1, 2)] {
-            let want: Vec<f32> = burn::tensor::activation::gelu(input.clone()).into_data().to_vec().unwrap_or_default();
-            let got: Vec<f32> = gelu(input).into_data().to_vec().unwrap_or_default();
-            let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            assert!(worst < 2e-6, "max |gelu difference| {worst:e}");
-        }
-        // the source of the shared tensor is untouched
-        let again: Vec<f32> = x.into_data().to_vec().unwrap_or_default();
-        assert_eq!(again[0], -120.0 * 0.07);
     }
 }

@@ -7,6 +7,7 @@ pub mod backbone;
 pub mod block;
 pub mod classifier;
 pub mod config;
+pub mod cpu;
 pub mod error;
 pub mod geometry;
 pub mod layers;

@@ -11,6 +11,9 @@ use crate::geometry::{cached_rows, expand_to_images_index, gather_rows};
 use crate::layers::{Init, PatchExpanding, new_conv_linear};
 use crate::params::{self, ParamIo};
 
+/// Tokens per chunk of the final expansion: 256 tokens expand to 4,096 pixels of 96 values (1.5 MiB).
+const FINAL_CHUNK_TOKENS: usize = 256;
+
 /// The segmentation network.
 #[derive(Module, Debug)]
 pub struct SwinUnet<B: Backend> {
@@ -56,10 +59,19 @@ impl<B: Backend> SwinUnet<B> {
         let (x, skips) = self.encoder.stages(x);
         let x = self.decoder.forward(x, Some(&skips));
         // expansion, LayerNorm and the 1x1 head are row-wise, so the pixel shuffle, the crop to the
-        // input size and the channels-first permute wait for the K logits and run as one gather
-        let [b, gh, gw, _] = x.dims();
+        // input size and the channels-first permute wait for the K logits and run as one gather.
+        // Tokens go in chunks, so that the f*f times larger expansion stays in cache.
+        let [b, gh, gw, c] = x.dims();
         let f = self.final_patch_expanding.factor();
-        let logits = self.head.forward(self.final_patch_expanding.forward_unshuffled(x)); // [B*gh*gw*f*f, K]
+        let (n, rows) = (b * gh * gw, x.reshape([b * gh * gw, c]));
+        let mut parts: Vec<Tensor<B, 2>> = (0..n)
+            .step_by(FINAL_CHUNK_TOKENS)
+            .map(|s| {
+                let chunk = rows.clone().narrow(0, s, FINAL_CHUNK_TOKENS.min(n - s));
+                self.head.forward(self.final_patch_expanding.forward_unshuffled(chunk))
+            })
+            .collect();
+        let logits = if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(parts, 0) }; // [B*gh*gw*f*f, K]
         let k = logits.dims()[1];
         let index =
             cached_rows("unshuffle", &[b, gh, gw, f, k, h, w], || expand_to_images_index(b, gh, gw, f, k, (h, w)));
