@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
-use crate::cpu::softmax_last;
+use crate::cpu::{AttentionShape, softmax_last, window_attention};
 use crate::geometry::{
     WindowIndex, gather_rows, head_merge_index, qkv_split_index, relative_bias_index, relative_position_index,
     shift_attention_mask, window_index,
@@ -128,24 +128,30 @@ impl<B: Backend> WindowAttention<B> {
         let qkv = on_rows(windows, |r| self.qkv.forward(r)); // [Bn, L, 3C]: [q | k | v], each head-major
         // one row gather makes q, k and v contiguous [Bn, nH, L, P] blocks
         let qkv = gather_rows(qkv.reshape([bn * l * 3 * nh, hd]), &idx.qkv).reshape([3, bn * nh * l * hd]);
-        let part = |k: usize| qkv.clone().narrow(0, k, 1).reshape([bn, nh, l, hd]);
-        let q = part(0).mul_scalar((hd as f64).powf(-0.5));
-        let k = part(1).swap_dims(2, 3); // [Bn, nH, P, L], a strided view the matmul reads as is
-        let v = part(2);
-        let attn = q.matmul(k); // [Bn, nH, L, L]
-        // bias (+ shift mask) as one contiguous row shared by every image: a broadcast add of one row
+        // the relative bias (+ the shift mask of each window) as one contiguous row per image
         let bias = self.relative_bias(&idx.bias).reshape([1, nh * l * l]);
-        let attn = match &idx.mask {
+        let (bias, bias_windows) = match &idx.mask {
             Some(mask) => {
-                let mask = Tensor::<B, 2>::from_data(TensorData::new(mask.clone(), [n_win, nh * l * l]), &device);
-                let bias = (mask + bias).reshape([1, n_win * nh * l * l]);
-                attn.reshape([b, n_win * nh * l * l]) + bias
+                (Tensor::<B, 2>::from_data(TensorData::new(mask.clone(), [n_win, nh * l * l]), &device) + bias, n_win)
             }
-            None => attn.reshape([bn, nh * l * l]) + bias,
+            None => (bias, 1),
         };
-        let attn = softmax_last(attn.reshape([bn * nh * l, l])).reshape([bn, nh, l, l]);
-        let out = attn.matmul(v); // [Bn, nH, L, P]
-        let out = gather_rows(out.reshape([bn * nh * l, hd]), &idx.heads).reshape([bn * l, c]); // [Bn*L, C]
+        let scale = (hd as f64).powf(-0.5);
+        let shape = AttentionShape { windows: bn, bias_windows, heads: nh, tokens: l, head_dim: hd };
+        let out = match window_attention(&qkv, &bias, shape, scale as f32) {
+            Some(out) => out, // flex inference: one fused kernel, heads already merged
+            None => {
+                let part = |k: usize| qkv.clone().narrow(0, k, 1).reshape([bn, nh, l, hd]);
+                let q = part(0).mul_scalar(scale);
+                let k = part(1).swap_dims(2, 3); // [Bn, nH, P, L], a strided view the matmul reads as is
+                let v = part(2);
+                let span = bias_windows * nh * l * l;
+                let attn = q.matmul(k).reshape([bn / bias_windows, span]) + bias.reshape([1, span]); // [Bn, nH, L, L]
+                let attn = softmax_last(attn.reshape([bn * nh * l, l])).reshape([bn, nh, l, l]);
+                let out = attn.matmul(v); // [Bn, nH, L, P]
+                gather_rows(out.reshape([bn * nh * l, hd]), &idx.heads).reshape([bn * l, c]) // [Bn*L, C]
+            }
+        };
         let out = self.proj.forward(out);
         // back to token order, dropping padding
         gather_rows(out, &idx.window.reverse).reshape([b, h, w, c])
@@ -161,5 +167,41 @@ impl<B: Backend> WindowAttention<B> {
         self.qkv = params::linear(v, &join(prefix, "qkv"), self.qkv);
         self.proj = params::linear(v, &join(prefix, "proj"), self.proj);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TestBackend;
+    use burn::backend::Autodiff;
+    use burn::module::AutodiffModule;
+
+    /// The fused flex kernel (inference) against burn's ops (the autodiff backend takes that path),
+    /// same weights: shifted and not, padded grids, every head width the kernel has.
+    #[test]
+    fn fused_window_attention_equals_burns_ops() {
+        type Ad = Autodiff<TestBackend>;
+        let dev = Default::default();
+        for (dim, heads, h, w, shift) in [
+            (24usize, 3usize, 14usize, 14usize, true),
+            (48, 3, 10, 12, true),
+            (96, 3, 7, 7, false),
+            (128, 2, 9, 8, true),
+        ] {
+            <Ad as Backend>::seed(&dev, 7);
+            let attn = WindowAttention::<Ad>::new(dim, heads, 7, true, Init::TruncNormal, &dev);
+            let x = Tensor::<Ad, 4>::random([2, h, w, dim], Distribution::Normal(0.0, 1.0), &dev);
+            let want: Vec<f32> = attn.forward(x.clone(), shift).into_data().to_vec().unwrap_or_default();
+            let got: Vec<f32> = attn.valid().forward(x.inner(), shift).into_data().to_vec().unwrap_or_default();
+            assert_eq!(want.len(), got.len());
+            let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "dim {dim} heads {heads} {h}x{w} shift {shift}: max difference {worst:e}");
+        }
+        // the inference backend takes the fused kernel, autodiff does not
+        let shape = AttentionShape { windows: 2, bias_windows: 1, heads: 1, tokens: 49, head_dim: 32 };
+        let (qkv, bias) = (Tensor::<Ad, 2>::zeros([3, 2 * 49 * 32], &dev), Tensor::<Ad, 2>::zeros([1, 49 * 49], &dev));
+        assert!(window_attention(&qkv.clone().inner(), &bias.clone().inner(), shape, 1.0).is_some());
+        assert!(window_attention(&qkv, &bias, shape, 1.0).is_none());
     }
 }

@@ -1,12 +1,13 @@
-//! Vectorised float32 kernels for inference on burn's flex CPU backend: exact GELU and the softmax
-//! of attention rows. burn 0.21's flex evaluates `erf` and `exp` one scalar at a time (about an
-//! eighth of a Swin-UNet forward pass together). These functions stay backend-generic: on flex
-//! without autodiff they map the tensor's values in place, compiled for each instruction set pulp
-//! dispatches to at run time; on every other backend, and under autodiff, they call burn's op.
+//! Vectorised float32 kernels for inference on burn's flex CPU backend: exact GELU, the softmax of
+//! attention rows, and fused window attention. burn 0.21's flex evaluates `erf` and `exp` one
+//! scalar at a time, and runs a 49 x 49 attention as separate small gemm calls, bias and softmax
+//! passes over tensors that leave the cache. These functions stay backend-generic: on flex without
+//! autodiff they work on the tensor's values, compiled for each instruction set pulp dispatches to
+//! at run time; on every other backend, and under autodiff, the caller's burn ops run instead.
 
 use std::any::Any;
 
-use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::FlexTensor;
 
 /// Runs `kernel` on the values of `x` (row-major, owned, contiguous) when `x` is a float32 flex
@@ -41,16 +42,210 @@ fn on_flex_f32<B: Backend, const D: usize>(
     }
 }
 
-/// Exact GELU, `x Φ(x) = x (1 + erf(x / √2)) / 2`, with [`erf_f32`] on flex inference.
+/// Exact GELU, `x Φ(x) = x (1 + erf(x / √2)) / 2`, with [`erf`] on flex inference.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     on_flex_f32(x, |v| pulp::Arch::new().dispatch(GeluInPlace(v))).unwrap_or_else(burn::tensor::activation::gelu)
 }
 
-/// Softmax over the last dimension, with [`exp_f32`] on flex inference.
+/// Softmax over the last dimension, with [`exp`] on flex inference.
 pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let len = x.dims()[D - 1];
     on_flex_f32(x, |v| pulp::Arch::new().dispatch(SoftmaxRows(v, len)))
         .unwrap_or_else(|x| burn::tensor::activation::softmax(x, D - 1))
+}
+
+/// The float32 values of `x` when it is a flex tensor, made contiguous (else `None`).
+fn flex_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<FlexTensor> {
+    let TensorPrimitive::Float(prim) = x.into_primitive() else { return None };
+    let boxed: Box<dyn Any> = Box::new(prim);
+    let flex = *boxed.downcast::<FlexTensor>().ok()?;
+    if flex.dtype() != DType::F32 {
+        return None;
+    }
+    Some(if flex.layout().contiguous_offsets().is_some() { flex } else { flex.to_contiguous() })
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    let (start, end) = t.layout().contiguous_offsets().unwrap_or((0, 0));
+    &t.storage::<f32>()[start..end]
+}
+
+/// Shapes of one [`window_attention`] call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    /// Windows in the whole batch.
+    pub windows: usize,
+    /// Windows per image (the bias cycles through them; 1 when it is the same for all).
+    pub bias_windows: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Tokens per window.
+    pub tokens: usize,
+    /// Channels per head.
+    pub head_dim: usize,
+}
+
+/// `softmax(scale q kᵀ + bias) v` for every window and head, heads merged: `qkv` is `[3, windows,
+/// heads, tokens, head_dim]` (q, k, v contiguous), `bias` `[bias_windows, heads, tokens, tokens]`;
+/// the result is `[windows * tokens, heads * head_dim]`. `None` unless the backend is flex without
+/// autodiff and the shape is one the kernel has (49 tokens, a head width of 8, 16, 32 or 64): the
+/// caller then runs its burn ops. Each window's scores stay in registers and L1; windows run in
+/// parallel on rayon's pool.
+pub fn window_attention<B: Backend>(
+    qkv: &Tensor<B, 2>,
+    bias: &Tensor<B, 2>,
+    shape: AttentionShape,
+    scale: f32,
+) -> Option<Tensor<B, 2>> {
+    let AttentionShape { windows, bias_windows, heads, tokens, head_dim } = shape;
+    if tokens != 49 || !matches!(head_dim, 8 | 16 | 32 | 64) || bias_windows == 0 || windows % bias_windows != 0 {
+        return None;
+    }
+    let device = qkv.device();
+    let (qkv_t, bias_t) = (flex_f32(qkv.clone())?, flex_f32(bias.clone())?);
+    let (qkv_v, bias_v) = (values(&qkv_t), values(&bias_t));
+    let per = tokens * head_dim;
+    if qkv_v.len() != 3 * windows * heads * per || bias_v.len() != bias_windows * heads * tokens * tokens {
+        return None;
+    }
+    let mut out = vec![0.0f32; windows * heads * per];
+    let kernel = Attend { qkv: qkv_v, bias: bias_v, shape, scale };
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(heads * per).enumerate().for_each(|(w, dst)| {
+            pulp::Arch::new().dispatch(AttendWindow { kernel: &kernel, window: w, out: dst });
+        });
+    }
+    Some(Tensor::from_data(TensorData::new(out, [windows * tokens, heads * head_dim]), &device))
+}
+
+struct Attend<'a> {
+    qkv: &'a [f32],
+    bias: &'a [f32],
+    shape: AttentionShape,
+    scale: f32,
+}
+
+struct AttendWindow<'a> {
+    kernel: &'a Attend<'a>,
+    window: usize,
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for AttendWindow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        match self.kernel.shape.head_dim {
+            8 if has_fma() => self.heads::<49, 64, 8, true>(),
+            16 if has_fma() => self.heads::<49, 64, 16, true>(),
+            32 if has_fma() => self.heads::<49, 64, 32, true>(),
+            _ if has_fma() => self.heads::<49, 64, 64, true>(),
+            8 => self.heads::<49, 64, 8, false>(),
+            16 => self.heads::<49, 64, 16, false>(),
+            32 => self.heads::<49, 64, 32, false>(),
+            _ => self.heads::<49, 64, 64, false>(),
+        }
+    }
+}
+
+impl AttendWindow<'_> {
+    /// All heads of one window, `L` tokens of `P` channels per head; score rows are padded to `W`
+    /// (whole vectors, held in registers), the padding with zero keys and a -inf bias.
+    #[inline(always)]
+    fn heads<const L: usize, const W: usize, const P: usize, const FMA: bool>(mut self) {
+        let Attend { qkv, bias, shape, scale } = *self.kernel;
+        let (w, nh) = (self.window, shape.heads);
+        let part = shape.windows * nh * L * P;
+        let mut kt = [[0.0f32; W]; P];
+        for h in 0..nh {
+            let at = (w * nh + h) * L * P;
+            let (q, k, v) = (&qkv[at..at + L * P], &qkv[part + at..part + at + L * P], &qkv[2 * part + at..][..L * P]);
+            let b_at = ((w % shape.bias_windows) * nh + h) * L * L;
+            let bias = &bias[b_at..b_at + L * L];
+            for (j, row) in k.chunks_exact(P).enumerate() {
+                for (c, &x) in row.iter().enumerate() {
+                    kt[c][j] = x;
+                }
+            }
+            // rows in pairs, so that the score updates form 8 independent FMA chains
+            for i in (0..L - 1).step_by(2) {
+                self.rows::<L, W, P, 2, FMA>(q, &kt, bias, v, scale, i, h);
+            }
+            if L % 2 == 1 {
+                self.rows::<L, W, P, 1, FMA>(q, &kt, bias, v, scale, L - 1, h);
+            }
+        }
+    }
+
+    /// Output rows `i..i + R` of head `h`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn rows<const L: usize, const W: usize, const P: usize, const R: usize, const FMA: bool>(
+        &mut self,
+        q: &[f32],
+        kt: &[[f32; W]; P],
+        bias: &[f32],
+        v: &[f32],
+        scale: f32,
+        i: usize,
+        h: usize,
+    ) {
+        let nh = self.kernel.shape.heads;
+        let mut s = [[f32::NEG_INFINITY; W]; R];
+        for (r, sr) in s.iter_mut().enumerate() {
+            sr[..L].copy_from_slice(&bias[(i + r) * L..(i + r + 1) * L]);
+        }
+        for (c, kt_c) in kt.iter().enumerate() {
+            for (r, sr) in s.iter_mut().enumerate() {
+                let a = q[(i + r) * P + c] * scale;
+                for (sj, &kj) in sr.iter_mut().zip(kt_c) {
+                    *sj = madd::<FMA>(a, kj, *sj);
+                }
+            }
+        }
+        for (r, sr) in s.iter_mut().enumerate() {
+            let o = softmax_times_v::<L, W, P, FMA>(sr, v);
+            // heads merged: token t's row holds head h at channels h*P..(h+1)*P
+            let t = i + r;
+            self.out[(t * nh + h) * P..(t * nh + h + 1) * P].copy_from_slice(&o);
+        }
+    }
+}
+
+/// `softmax(s) v` for one row of scores `s` (overwritten) and `v` `[L, P]`, accumulated in four
+/// interleaved partial sums so that the FMAs do not wait on each other.
+#[inline(always)]
+fn softmax_times_v<const L: usize, const W: usize, const P: usize, const FMA: bool>(
+    s: &mut [f32; W],
+    v: &[f32],
+) -> [f32; P] {
+    let max = reduce(s, f32::NEG_INFINITY, f32::max);
+    for sj in s.iter_mut() {
+        *sj = exp::<FMA>(*sj - max);
+    }
+    s[L..].fill(0.0);
+    let inv = 1.0 / reduce(s, 0.0, |a, b| a + b);
+    let (mut o0, mut o1) = ([0.0f32; P], [0.0f32; P]);
+    let pairs = s[..L].chunks_exact(2).zip(v.chunks_exact(2 * P));
+    for (sj, vj) in pairs {
+        let (a0, a1) = (sj[0] * inv, sj[1] * inv);
+        for c in 0..P {
+            o0[c] = madd::<FMA>(a0, vj[c], o0[c]);
+            o1[c] = madd::<FMA>(a1, vj[P + c], o1[c]);
+        }
+    }
+    if L % 2 == 1 {
+        let a = s[L - 1] * inv;
+        for c in 0..P {
+            o0[c] = madd::<FMA>(a, v[(L - 1) * P + c], o0[c]);
+        }
+    }
+    for c in 0..P {
+        o0[c] += o1[c];
+    }
+    o0
 }
 
 struct GeluInPlace<'a>(&'a mut [f32]);
@@ -60,8 +255,10 @@ impl pulp::WithSimd for GeluInPlace<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        for v in self.0.iter_mut() {
-            *v = gelu_f32(*v);
+        if has_fma() {
+            self.0.iter_mut().for_each(|v| *v = gelu_value::<true>(*v));
+        } else {
+            self.0.iter_mut().for_each(|v| *v = gelu_value::<false>(*v));
         }
     }
 }
@@ -77,11 +274,19 @@ impl pulp::WithSimd for SoftmaxRows<'_> {
         if len == 0 {
             return;
         }
+        if has_fma() { softmax_rows::<true>(values, len) } else { softmax_rows::<false>(values, len) }
+    }
+}
+
+/// Softmax of each `len`-long row of `values`, in place.
+#[inline(always)]
+fn softmax_rows<const FMA: bool>(values: &mut [f32], len: usize) {
+    {
         for row in values.chunks_exact_mut(len) {
             // separate passes, the reductions over LANES partial results, so that each vectorises
             let max = reduce(row, f32::NEG_INFINITY, f32::max);
             for v in row.iter_mut() {
-                *v = exp_f32(*v - max);
+                *v = exp::<FMA>(*v - max);
             }
             let inv = 1.0 / reduce(row, 0.0, |a, b| a + b);
             for v in row.iter_mut() {
@@ -112,44 +317,68 @@ fn reduce(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     out
 }
 
-/// Exact GELU of one float32 value (see [`erf_f32`]).
+/// Whether the CPU has fused multiply-add: the kernels then use `mul_add`, which compiles to one
+/// instruction inside pulp's AVX2 and AVX-512 contexts (Rust never fuses `a * b + c` by itself).
 #[inline(always)]
-pub fn gelu_f32(x: f32) -> f32 {
-    0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2))
+fn has_fma() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        true
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// `a * b + c`, fused when `FMA`.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Exact GELU of one float32 value (see [`erf`]).
+#[inline(always)]
+fn gelu_value<const FMA: bool>(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf::<FMA>(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
 /// `erf` in float32: `x P(x²) / Q(x²)` on `x` clamped to `[-4, 4]` (outside it erf is ±1 in
 /// float32), with the monomial coefficients of Eigen's and XLA's float32 `erf`; within 5e-7 of the
 /// exact value. Branch-free, so a loop of it vectorises.
 #[inline(always)]
-pub fn erf_f32(x: f32) -> f32 {
+fn erf<const FMA: bool>(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
     for c in [2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600e-3, -1.609_603_3e-2] {
-        p = p * x2 + c;
+        p = madd::<FMA>(p, x2, c);
     }
     let mut q = -1.456_607_2e-5_f32;
     for c in [-2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2] {
-        q = q * x2 + c;
+        q = madd::<FMA>(q, x2, c);
     }
     x * p / q
 }
 
 /// `exp` in float32 for `x <= 0` up to rounding (softmax's shifted logits; larger `x` is clamped at
 /// 88): `2^n e^r` with `n = round(x / ln 2)`, `|r| <= ln 2 / 2` split in two parts, and Cephes'
-/// degree-5 polynomial for `e^r`; within 2 ulp of the exact value. Below -87.3 (where the exact
-/// value is under float32's smallest normal) it returns 2^-126. Branch-free, so it vectorises.
+/// degree-5 polynomial for `e^r`; within 3e-7 relative of the exact value. Below -87.3 (where the
+/// exact value is under float32's smallest normal) it returns about 2^-126. Branch-free.
 #[inline(always)]
-pub fn exp_f32(x: f32) -> f32 {
+fn exp<const FMA: bool>(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.0);
     let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let r = madd::<FMA>(n, 2.121_944_4e-4, madd::<FMA>(n, -0.693_359_4, x));
     let mut p = 1.987_569_1e-4_f32;
     for c in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
-        p = p * r + c;
+        p = madd::<FMA>(p, r, c);
     }
-    let e_r = p * r * r + r + 1.0;
+    let e_r = madd::<FMA>(p, r * r, r + 1.0);
     e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
@@ -164,12 +393,13 @@ mod tests {
         let mut worst = 0.0f64;
         for i in -600_000..=600_000 {
             let x = i as f32 * 1e-5;
-            worst = worst.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
+            let exact = libm::erf(x as f64);
+            worst = worst.max((erf::<false>(x) as f64 - exact).abs()).max((erf::<true>(x) as f64 - exact).abs());
         }
         assert!(worst < 5e-7, "max |erf error| {worst:e}");
-        assert_eq!(erf_f32(0.0), 0.0);
-        assert_eq!(erf_f32(9.0), erf_f32(4.0));
-        assert!(erf_f32(f32::NAN).is_nan());
+        assert_eq!(erf::<false>(0.0), 0.0);
+        assert_eq!(erf::<true>(9.0), erf::<true>(4.0));
+        assert!(erf::<false>(f32::NAN).is_nan());
     }
 
     #[test]
@@ -178,11 +408,13 @@ mod tests {
         for i in 0..=1_000_000 {
             let x = -(i as f32) * 8.7e-5;
             let exact = libm::exp(x as f64);
-            worst = worst.max((exp_f32(x) as f64 - exact).abs() / exact);
+            for e in [exp::<false>(x), exp::<true>(x)] {
+                worst = worst.max((e as f64 - exact).abs() / exact);
+            }
         }
         assert!(worst < 3e-7, "max relative exp error {worst:e}");
-        assert_eq!(exp_f32(0.0), 1.0);
-        assert!(exp_f32(-100.0) > 0.0 && exp_f32(-100.0) < 1.3e-38);
+        assert_eq!(exp::<true>(0.0), 1.0);
+        assert!(exp::<false>(-100.0) > 0.0 && exp::<false>(-100.0) < 1.3e-38);
     }
 
     fn max_difference<const D: usize>(a: Tensor<TestBackend, D>, b: Tensor<TestBackend, D>) -> f32 {
