@@ -10,25 +10,35 @@ use std::any::Any;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 use burn_flex::FlexTensor;
 
+/// `x` as a float32 flex tensor, or `x` handed back when it is not one.
+fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    let prim = match x.into_primitive() {
+        TensorPrimitive::Float(prim) => prim,
+        quantized => return Err(Tensor::from_primitive(quantized)),
+    };
+    let boxed: Box<dyn Any> = Box::new(prim);
+    match boxed.downcast::<FlexTensor>() {
+        Ok(flex) if flex.dtype() == DType::F32 => Ok(*flex),
+        Ok(flex) => Err(from_any(flex)),
+        Err(other) => Err(from_any(other)),
+    }
+}
+
+/// The tensor of a boxed primitive that came from backend `B`.
+fn from_any<B: Backend, const D: usize>(boxed: Box<dyn Any>) -> Tensor<B, D> {
+    match boxed.downcast::<B::FloatTensorPrimitive>() {
+        Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(*p)),
+        Err(_) => unreachable!("the primitive came from this backend"),
+    }
+}
+
 /// Runs `kernel` on the values of `x` (row-major, owned, contiguous) when `x` is a float32 flex
 /// tensor, and returns `x` untouched as the error otherwise.
 fn on_flex_f32<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     kernel: impl FnOnce(&mut [f32]),
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    let back = |boxed: Box<dyn Any>| match boxed.downcast::<B::FloatTensorPrimitive>() {
-        Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(*p)),
-        Err(_) => unreachable!("the primitive came from this backend"),
-    };
-    let TensorPrimitive::Float(prim) = x.into_primitive() else {
-        unreachable!("a float tensor's primitive is a float primitive")
-    };
-    let boxed: Box<dyn Any> = Box::new(prim);
-    let mut flex = match boxed.downcast::<FlexTensor>() {
-        Ok(flex) if flex.dtype() == DType::F32 => *flex,
-        Ok(flex) => return Err(back(flex)),
-        Err(other) => return Err(back(other)),
-    };
+    let mut flex = into_flex(x)?;
     let n = flex.layout().shape().num_elements();
     if !(flex.is_unique() && flex.layout().contiguous_offsets() == Some((0, n))) {
         flex = flex.to_contiguous();
@@ -36,9 +46,9 @@ fn on_flex_f32<B: Backend, const D: usize>(
     match flex.try_storage_mut::<f32>() {
         Some(values) => {
             kernel(&mut values[..n]);
-            Ok(back(Box::new(flex)))
+            Ok(from_any(Box::new(flex)))
         }
-        None => Err(back(Box::new(flex))),
+        None => Err(from_any(Box::new(flex))),
     }
 }
 
@@ -56,12 +66,7 @@ pub fn softmax_last<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D>
 
 /// The float32 values of `x` when it is a flex tensor, made contiguous (else `None`).
 fn flex_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Option<FlexTensor> {
-    let TensorPrimitive::Float(prim) = x.into_primitive() else { return None };
-    let boxed: Box<dyn Any> = Box::new(prim);
-    let flex = *boxed.downcast::<FlexTensor>().ok()?;
-    if flex.dtype() != DType::F32 {
-        return None;
-    }
+    let flex = into_flex(x).ok()?;
     Some(if flex.layout().contiguous_offsets().is_some() { flex } else { flex.to_contiguous() })
 }
 
