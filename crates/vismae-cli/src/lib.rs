@@ -121,6 +121,15 @@ enum Command {
     Pretrain(pretrain_cmd::PretrainArgs),
     /// Reconstruct images with MAE weights: original | masked | reconstruction | pasted, as PNG grids.
     Reconstruct(pretrain_cmd::ReconstructArgs),
+    /// Run the coordinator of a multi-node run alone (the nodes then get --external-coordinator); runs until stopped.
+    Coordinator {
+        /// Port to listen on.
+        #[arg(long, default_value_t = vismae_train::cluster::DEFAULT_PORT)]
+        port: u16,
+        /// Address to listen on [default: this machine's address on its default route; never all interfaces].
+        #[arg(long, value_name = "HOST")]
+        bind: Option<String>,
+    },
     /// Metrics from predictions: ROC AUC / average precision (cls) or Dice / precision / recall (seg).
     Evaluate {
         #[command(subcommand)]
@@ -348,6 +357,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Finetune { command } => finetune_cmd::run(command),
         Command::Pretrain(args) => pretrain_cmd::run(args),
         Command::Reconstruct(args) => pretrain_cmd::reconstruct(args),
+        Command::Coordinator { port, bind } => {
+            let host = match bind {
+                Some(h) => h,
+                None => vismae_train::cluster::default_address()?,
+            };
+            println!("coordinator listening on {host}:{port} (no authentication: a trusted cluster network only)");
+            Ok(vismae_train::cluster::run_coordinator(&host, port)?)
+        }
         Command::Study(args) => study_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Weights { command } => weights_cmd::run(command),

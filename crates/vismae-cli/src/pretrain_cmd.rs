@@ -7,6 +7,7 @@ use clap::Args;
 use vismae_data::prep::{file_images, planes};
 use vismae_model::store::{self, AnyModel};
 use vismae_run::{InputNorm, Plane, Preprocess};
+use vismae_train::cluster;
 use vismae_train::pretrain::{self, PretrainFlags, PretrainRequest};
 use vismae_train::reconstruct::{Grid, reconstruction_grid};
 
@@ -41,16 +42,62 @@ pub struct PretrainArgs {
     /// Checkpoint every N steps.
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    #[command(flatten)]
+    nodes: NodeArgs,
+}
+
+/// Several machines training one model (also read from Slurm's or torchrun's variables).
+#[derive(Args, Debug, Default)]
+pub struct NodeArgs {
+    /// Processes (one per machine, each with its --devices) that train one model.
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// This node's rank, 0..N-1; rank 0 hosts the coordinator and alone writes the run folder.
+    #[arg(long)]
+    node_rank: Option<usize>,
+    /// Rank 0's coordinator, HOST:PORT (it listens there).
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// This node's address: its data service listens there only [default: its address on the route to the coordinator].
+    #[arg(long, value_name = "HOST")]
+    node_address: Option<String>,
+    /// This node's data-service port [default: the coordinator's port + 1 + rank].
+    #[arg(long)]
+    data_port: Option<u16>,
+    /// Seconds a node waits for the others before it stops with an error [default: 120].
+    #[arg(long, value_name = "S")]
+    node_timeout: Option<f64>,
+    /// The coordinator runs elsewhere (`vismae coordinator`), not in rank 0.
+    #[arg(long)]
+    external_coordinator: bool,
+}
+
+impl NodeArgs {
+    /// The topology these flags and the launcher's variables give (`None`: one node).
+    fn topology(&self) -> anyhow::Result<Option<cluster::Topology>> {
+        let flags = cluster::NodeFlags {
+            nodes: self.nodes,
+            rank: self.node_rank,
+            coordinator: self.coordinator.clone(),
+            address: self.node_address.clone(),
+            data_port: self.data_port,
+            timeout_s: self.node_timeout,
+            external_coordinator: self.external_coordinator,
+        };
+        Ok(cluster::resolve(&flags, |k| std::env::var(k).ok())?)
+    }
 }
 
 pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
+    let nodes = a.nodes.topology()?;
+    let rank = nodes.as_ref().map_or(0, |t| t.rank);
     let (cfg, run_dir, out) = match &a.resume {
         Some(dir) => {
             if a.run.any() || !a.modality.is_empty() || a.steps.is_some() || a.method.is_some() {
                 anyhow::bail!("--resume continues a run with the settings it was started with; give no settings");
             }
-            let (cfg, run_dir, out) = pretrain::resume::<TrainBackend>(dir, devices, false)?;
-            (cfg, run_dir, out)
+            let (cfg, run_dir, out) = pretrain::resume_on::<TrainBackend>(dir, devices, nodes, false)?;
+            (cfg, Some(run_dir), out)
         }
         None => {
             let (data, out) = (a.data.clone().unwrap_or_default(), a.out.clone().unwrap_or_default());
@@ -66,11 +113,19 @@ pub fn run(a: PretrainArgs) -> anyhow::Result<()> {
                 },
             };
             let cfg = pretrain::resolve(&req.settings()?, &data, default_devices())?;
-            println!("{}", pretrain::describe(&cfg));
-            let (run_dir, outcome) = pretrain::start::<TrainBackend>(&cfg, &out, &devices(cfg.devices), false)?;
+            if rank == 0 {
+                println!("{}", pretrain::describe(&cfg));
+            }
+            let (run_dir, outcome) =
+                pretrain::start_on::<TrainBackend>(&cfg, &out, &devices(cfg.devices), nodes, false)?;
             (cfg, run_dir, outcome)
         }
     };
+    if rank > 0 {
+        println!("node {rank}: finished {} steps in {:.0} s; rank 0 wrote the run folder", out.steps, out.seconds);
+        return Ok(());
+    }
+    let run_dir = run_dir.ok_or_else(|| anyhow::anyhow!("rank 0 has no run folder"))?;
     if let Some(k) = out.resumed_from {
         println!("resumed from step {k} of {}", cfg.total_steps);
     }

@@ -22,7 +22,8 @@ use crate::lock::{DirLock, holds_files as occupied};
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,
-    _lock: Arc<DirLock>,
+    /// `None`: opened to read only ([`RunDir::open_reader`]).
+    _lock: Option<Arc<DirLock>>,
 }
 
 impl RunDir {
@@ -38,7 +39,7 @@ impl RunDir {
         if occupied(root)? {
             return Err(RunError::Occupied(root.into()));
         }
-        Ok(Self { root: root.into(), _lock: Arc::new(lock) })
+        Ok(Self { root: root.into(), _lock: Some(Arc::new(lock)) })
     }
 
     /// Opens a folder that already holds a run (to resume it, or add to it) and takes its lock;
@@ -51,7 +52,22 @@ impl RunDir {
             });
         }
         let lock = DirLock::acquire(root)?;
-        Ok(Self { root: root.into(), _lock: Arc::new(lock) })
+        Ok(Self { root: root.into(), _lock: Some(Arc::new(lock)) })
+    }
+
+    /// Opens a folder that holds a run to read it, without its lock: another process (rank 0 of
+    /// a multi-node run) holds the lock and alone writes to it.
+    pub fn open_reader(root: &Path) -> Result<Self, RunError> {
+        if !root.join("config.json").is_file() {
+            return Err(RunError::Io {
+                path: root.join("config.json"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no config.json: not a vismae run folder (a multi-node resume needs the run folder on a filesystem every node reads)",
+                ),
+            });
+        }
+        Ok(Self { root: root.into(), _lock: None })
     }
 
     /// The folder.

@@ -64,6 +64,7 @@ pub fn pretrain<B: AutodiffBackend>(
             &model,
             devices,
             batch,
+            crate::pretrain::Share::local(devices.len()),
             |replica: &vismae_model::SwinMae<B>, dev, (a, b), _| {
                 let k = b - a;
                 let per = 3 * size * size;

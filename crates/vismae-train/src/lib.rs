@@ -9,6 +9,7 @@
 pub mod augment;
 pub mod bench;
 pub mod checkpoint;
+pub mod cluster;
 pub mod error;
 pub mod finetune;
 pub mod infer;

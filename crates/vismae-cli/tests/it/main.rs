@@ -5,6 +5,7 @@ mod demo;
 mod evaluate;
 mod finetune;
 mod ingest;
+mod nodes;
 mod pretrain;
 mod settings;
 mod study;

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -20,9 +21,11 @@ use vismae_data::dataset::reader::{LoaderOptions, ShardedDataset, epoch_batches_
 use vismae_run::{Method as MethodName, ModelCard, ModelKind, Origin, PretrainConfig, RunDir};
 
 use super::mae::{Mae, mae_config};
+use super::replicas::Share;
 use super::resolve::filter;
 use super::simclr::{SimClrMethod, simclr_config};
 use crate::checkpoint;
+use crate::cluster::{self, Fingerprints, Group, Topology};
 use crate::error::{Result, TrainError};
 use crate::schedule::WarmupCosine;
 use crate::seeds::mix;
@@ -38,6 +41,8 @@ pub(crate) struct Micro {
     pub images: usize,
     /// `1 / (images * accum_steps)`: a replica's summed loss times this is its share of the step's mean.
     pub scale: f64,
+    /// This node's replicas among the run's.
+    pub share: Share,
 }
 
 /// A pre-training method: its network, the gradient of one micro-batch over the replicas, what it
@@ -115,12 +120,15 @@ pub fn latest_checkpoint(run: &RunDir) -> Option<(usize, PathBuf)> {
     checkpoint::latest(run, "step")
 }
 
-/// Runs (or, with `resume`, continues) pre-training in `run` as `cfg` says, data-parallel over
-/// `devices` (one model; on the CPU the same device may be listed several times).
+/// Runs (or, with `resume`, continues) pre-training as `cfg` says, data-parallel over `devices`
+/// (one model; on the CPU the same device may be listed several times) and, with `nodes`, over
+/// the nodes of a multi-node run. `run` is the run folder (`None` on a node other than rank 0 that
+/// starts afresh); only rank 0 writes to it.
 pub(crate) fn run<B: AutodiffBackend>(
     cfg: &PretrainConfig,
-    run: &RunDir,
+    run: Option<&RunDir>,
     devices: &[B::Device],
+    nodes: Option<Topology>,
     resume: bool,
     quiet: bool,
 ) -> Result<PretrainOutcome> {
@@ -139,22 +147,45 @@ pub(crate) fn run<B: AutodiffBackend>(
     match s.method {
         MethodName::Mae => {
             let method = Mae { cfg, ds: ds.clone(), mcfg: mae_config(cfg) };
-            steps::<B, _>(&method, cfg, ds, run, devices, resume, quiet)
+            steps::<B, _>(&method, cfg, ds, run, devices, nodes, resume, quiet)
         }
+        MethodName::Simclr if nodes.is_some() => Err(TrainError::invalid(
+            "SimCLR pre-training runs on one node only (its contrastive loss gathers every replica's projections, which vismae does not yet do across nodes); use --devices, or --method mae",
+        )),
         MethodName::Simclr => {
             let method = SimClrMethod { cfg, ccfg: simclr_config(cfg) };
-            steps::<B, _>(&method, cfg, ds, run, devices, resume, quiet)
+            steps::<B, _>(&method, cfg, ds, run, devices, nodes, resume, quiet)
         }
     }
 }
 
+/// The fingerprints a node's start is checked by: settings (without the data path), dataset and weights.
+fn fingerprints<B: AutodiffBackend, M: AutodiffModule<B>>(cfg: &PretrainConfig, model: &M) -> Result<Fingerprints> {
+    let mut shared = cfg.clone();
+    shared.data = PathBuf::new();
+    let settings = serde_json::to_vec(&shared).map_err(|e| TrainError::invalid(e.to_string()))?;
+    Ok(Fingerprints::new(
+        &blake3::hash(&settings),
+        &cluster::dataset_hash(&cfg.data)?,
+        &cluster::bucket::weights_hash::<B, M>(model),
+    ))
+}
+
+/// A loss value as two float32s whose sum is it to about 1e-14 (a bucket is float32).
+fn split(v: f64) -> [f32; 2] {
+    let hi = v as f32;
+    [hi, (v - f64::from(hi)) as f32]
+}
+
 /// The step loop of `method`.
+#[allow(clippy::too_many_arguments)]
 fn steps<B: AutodiffBackend, M: Method<B>>(
     method: &M,
     cfg: &PretrainConfig,
     ds: Arc<ShardedDataset>,
-    run: &RunDir,
+    run: Option<&RunDir>,
     devices: &[B::Device],
+    nodes: Option<Topology>,
     resume: bool,
     quiet: bool,
 ) -> Result<PretrainOutcome> {
@@ -173,20 +204,52 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
         .init::<B, M::Model>();
     let mut start = 0;
     let mut resumed_from = None;
-    if resume && let Some((step, dir)) = latest_checkpoint(run) {
+    if resume && let Some((step, dir)) = run.and_then(latest_checkpoint) {
         let state: CheckpointState;
         (model, optim, state) = checkpoint::load(&dir, model, optim, device)?;
         debug_assert_eq!(state.step, step);
         start = step;
         resumed_from = Some(step);
-        checkpoint::truncate_jsonl(run, "metrics.jsonl", "step", step)?;
+        if nodes.as_ref().is_none_or(Topology::writes)
+            && let Some(run) = run
+        {
+            checkpoint::truncate_jsonl(run, "metrics.jsonl", "step", step)?;
+        }
     }
+    let share = match &nodes {
+        Some(t) => Share { first: t.rank * devices.len(), total: t.nodes * devices.len() },
+        None => Share::local(devices.len()),
+    };
+    let group = match nodes {
+        Some(t) => {
+            if !quiet {
+                println!("{}", t.describe(devices.len()));
+            }
+            let mut g = Group::<B>::join(t, device)?;
+            g.check(&fingerprints::<B, _>(cfg, &model)?)?;
+            Some(g)
+        }
+        None => None,
+    };
+    // the node that writes the run folder (the only node, or rank 0)
+    let writer = run.filter(|_| group.as_ref().is_none_or(|g| g.topology().writes()));
+    let last_checkpoint = || {
+        let last = run.and_then(latest_checkpoint).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
+        match run {
+            Some(r) => format!("{last} in {}", checkpoint::dir(r).display()),
+            None => last,
+        }
+    };
     let sched =
         WarmupCosine { lr: s.lr, min_lr: s.min_lr, warmup: cfg.warmup_steps as f64, total: cfg.total_steps as f64 };
     // SimCLR's views draw their own flips
     let hflip = s.hflip && s.method == MethodName::Mae;
     let lo = LoaderOptions { batch_size: s.batch_size, seed: s.seed, workers: s.workers, hflip, drop_last: true };
-    let pb = if quiet { ProgressBar::hidden() } else { RunDir::bar(cfg.total_steps, start, "pretrain", "steps") };
+    let pb = if quiet || writer.is_none() {
+        ProgressBar::hidden()
+    } else {
+        RunDir::bar(cfg.total_steps, start, "pretrain", "steps")
+    };
     let micro_per_epoch = cfg.steps_per_epoch * s.accum_steps;
     let mut batches: Option<Box<dyn Iterator<Item = vismae_data::dataset::reader::Batch>>> = None;
     let mut current_epoch = usize::MAX;
@@ -204,7 +267,8 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
         // gradients of every (micro-batch, replica), summed in that fixed order on the first device:
         // the order of a floating-point sum decides its last bits, and resumed runs must match
         let mut summed = GradientsAccumulator::<M::Model>::new();
-        let mut step_loss = 0.0;
+        // every replica's loss share, micro-batch by micro-batch, in the global replica order
+        let mut values = vec![0f64; s.accum_steps * share.total];
         for micro in 0..s.accum_steps {
             let batch = batches
                 .as_mut()
@@ -213,35 +277,56 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
             // under the lock: a reseed must not land inside another thread's initialisation
             crate::seeds::locked(|| B::seed(device, mix(s.seed, step as u64, micro as u64)));
             let n = batch.indices.len();
-            let m = Micro { step, micro, images: n, scale: 1.0 / (n * s.accum_steps) as f64 };
-            let results = method.micro(&model, devices, &batch.data, m);
-            let (grads, values) = results?;
-            for value in values {
-                if !value.is_finite() {
-                    pb.abandon();
-                    let last =
-                        latest_checkpoint(run).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
-                    return Err(TrainError::Stopped(format!(
-                        "the loss became {value} at step {step} (epoch {epoch}); stopped. Last good checkpoint: {last} in {}. Lower the learning rate (now {:.2e}) or check the data.",
-                        checkpoint::dir(run).display(),
-                        sched.at(step as f64)
-                    )));
-                }
-                step_loss += value;
+            let m = Micro { step, micro, images: n, scale: 1.0 / (n * s.accum_steps) as f64, share };
+            let (grads, local) = method.micro(&model, devices, &batch.data, m)?;
+            for (w, v) in local.into_iter().enumerate() {
+                values[micro * share.total + share.first + w] = v;
             }
             summed.accumulate(&model, grads.to_device(device, &model));
         }
+        let mut grads = summed.grads();
+        if let Some(g) = &group {
+            // one bucket per step: the node's summed gradients and its losses, summed over the nodes
+            let extra: Vec<f32> = values.iter().flat_map(|v| split(*v)).collect();
+            let (flat, layout) = cluster::bucket::pack::<B, _>(&model, &grads, &extra, device);
+            let total = g
+                .sum(Tensor::from_inner(flat), &format!("step {}", step + 1))
+                .map_err(|why| {
+                    pb.abandon();
+                    TrainError::Stopped(format!(
+                        "{why}. Last checkpoint: {}; start every node again with --resume",
+                        last_checkpoint()
+                    ))
+                })?
+                .inner();
+            let (reduced, extra) = cluster::bucket::unpack::<B, _>(&model, total, &layout);
+            grads = reduced;
+            values = extra.chunks(2).map(|p| f64::from(p[0]) + f64::from(p[1])).collect();
+        }
+        let mut step_loss = 0.0;
+        for value in values {
+            if !value.is_finite() {
+                pb.abandon();
+                return Err(TrainError::Stopped(format!(
+                    "the loss became {value} at step {step} (epoch {epoch}); stopped. Last good checkpoint: {}. Lower the learning rate (now {:.2e}) or check the data.",
+                    last_checkpoint(),
+                    sched.at(step as f64)
+                )));
+            }
+            step_loss += value;
+        }
         let lr = sched.at(step as f64);
-        model = optim.step(lr, model, summed.grads());
+        model = optim.step(lr, model, grads);
         losses.push(step_loss);
         let secs = t0.elapsed().as_secs_f64();
+        let done = step + 1;
+        pb.set_message(format!("loss {step_loss:.4}, {:.1} img/s", cfg.effective_batch as f64 / secs));
+        pb.set_position(done as u64);
+        let Some(run) = writer else { continue };
         run.append_json(
             "metrics.jsonl",
-            &json!({"step": step + 1, "epoch": step as f64 / cfg.steps_per_epoch as f64, "loss": step_loss, "lr": lr, "images_per_s": cfg.effective_batch as f64 / secs}),
+            &json!({"step": done, "epoch": step as f64 / cfg.steps_per_epoch as f64, "loss": step_loss, "lr": lr, "images_per_s": cfg.effective_batch as f64 / secs}),
         )?;
-        pb.set_message(format!("loss {step_loss:.4}, {:.1} img/s", cfg.effective_batch as f64 / secs));
-        pb.set_position(step as u64 + 1);
-        let done = step + 1;
         if done.is_multiple_of(s.checkpoint_every.max(1)) || done == cfg.total_steps {
             checkpoint::save(
                 run,
@@ -256,7 +341,14 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
         method.after_step(&model, run, done)?;
     }
     pb.finish_and_clear();
-    let weights = method.export(model, run)?;
+    if let Some(g) = group {
+        g.finish();
+    }
+    let weights = match writer {
+        Some(run) => method.export(model, run)?,
+        // rank 0 writes them
+        None => run.map(|r| r.join("weights.safetensors")).unwrap_or_default(),
+    };
     let k = 10.min(losses.len());
     let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     Ok(PretrainOutcome {

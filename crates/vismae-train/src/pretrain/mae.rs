@@ -68,7 +68,7 @@ impl<B: AutodiffBackend> Method<B> for Mae<'_> {
         let stochastic = mix(s.seed ^ 0x64726f70, m.step as u64, m.micro as u64);
         let per = data.len() / n.max(1);
         let planes = per / (cfg.size * cfg.size);
-        data_parallel(model, devices, n, |replica: &SwinMae<B>, dev, (a, b), _| {
+        data_parallel(model, devices, n, m.share, |replica: &SwinMae<B>, dev, (a, b), _| {
             let k = b - a;
             let sub = sub_plan(&plan, a, b);
             with_stochastic_seed(stochastic, a as u64, || {

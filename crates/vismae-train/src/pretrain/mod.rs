@@ -15,9 +15,11 @@ use std::path::Path;
 use burn::tensor::backend::AutodiffBackend;
 use vismae_run::{PretrainConfig, RunDir};
 
+use crate::cluster::Topology;
+
 pub use engine::{CheckpointState, PretrainOutcome, card, latest_checkpoint};
 pub use mae::mae_config;
-pub(crate) use replicas::data_parallel;
+pub(crate) use replicas::{Share, data_parallel};
 pub use resolve::{PretrainFlags, PretrainRequest, describe, resolve};
 pub use simclr::simclr_config;
 
@@ -32,7 +34,28 @@ pub fn start<B: AutodiffBackend>(
 ) -> Result<(RunDir, PretrainOutcome)> {
     let run = RunDir::create(out)?;
     cfg.write(&run)?;
-    let outcome = engine::run::<B>(cfg, &run, devices, false, quiet)?;
+    let outcome = engine::run::<B>(cfg, Some(&run), devices, None, false, quiet)?;
+    Ok((run, outcome))
+}
+
+/// [`start`] as one node of a multi-node run (`nodes`; `None`: alone). Rank 0 creates `out` and
+/// alone writes to it; the other nodes do not touch it (returned as `None`).
+pub fn start_on<B: AutodiffBackend>(
+    cfg: &PretrainConfig,
+    out: &Path,
+    devices: &[B::Device],
+    nodes: Option<Topology>,
+    quiet: bool,
+) -> Result<(Option<RunDir>, PretrainOutcome)> {
+    let run = match &nodes {
+        Some(t) if !t.writes() => None,
+        _ => {
+            let run = RunDir::create(out)?;
+            cfg.write(&run)?;
+            Some(run)
+        }
+    };
+    let outcome = engine::run::<B>(cfg, run.as_ref(), devices, nodes, false, quiet)?;
     Ok((run, outcome))
 }
 
@@ -43,8 +66,22 @@ pub fn resume<B: AutodiffBackend>(
     devices: impl FnOnce(usize) -> Vec<B::Device>,
     quiet: bool,
 ) -> Result<(PretrainConfig, RunDir, PretrainOutcome)> {
-    let run = RunDir::open_existing(dir)?;
+    resume_on::<B>(dir, devices, None, quiet)
+}
+
+/// [`resume`] as one node of a multi-node run (`nodes`; `None`: alone), with any number of
+/// nodes: every node reads the run folder (a filesystem they share), rank 0 alone writes to it.
+pub fn resume_on<B: AutodiffBackend>(
+    dir: &Path,
+    devices: impl FnOnce(usize) -> Vec<B::Device>,
+    nodes: Option<Topology>,
+    quiet: bool,
+) -> Result<(PretrainConfig, RunDir, PretrainOutcome)> {
+    let run = match &nodes {
+        Some(t) if !t.writes() => RunDir::open_reader(dir)?,
+        _ => RunDir::open_existing(dir)?,
+    };
     let cfg = PretrainConfig::read(dir)?;
-    let outcome = engine::run::<B>(&cfg, &run, &devices(cfg.devices), true, quiet)?;
+    let outcome = engine::run::<B>(&cfg, Some(&run), &devices(cfg.devices), nodes, true, quiet)?;
     Ok((cfg, run, outcome))
 }

@@ -25,18 +25,47 @@ pub(crate) fn chunks(n: usize, devices: usize) -> Vec<(usize, usize)> {
     (0..replicas).map(|w| (w * n / replicas, (w + 1) * n / replicas)).filter(|(a, b)| b > a).collect()
 }
 
-/// Splits a micro-batch of `n` images into [`chunks`], one per device, and runs `work(replica,
-/// device, (first, end), index)` on each in its own thread with a replica of the model on that
-/// device. The replicas' gradients are summed by burn-collective's all-reduce (every replica
+/// This node's replicas among all replicas of a run: global replicas `first..first + devices`
+/// of `total` (one node: `first` 0 and `total` the device count).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Share {
+    /// Global index of this node's first replica.
+    pub first: usize,
+    /// Replicas over all nodes.
+    pub total: usize,
+}
+
+impl Share {
+    /// All replicas on this one node.
+    pub(crate) fn local(devices: usize) -> Self {
+        Self { first: 0, total: devices }
+    }
+}
+
+/// The ranges of a micro-batch of `n` images that this node's replicas take: its part of the
+/// [`chunks`] over all replicas of the run.
+pub(crate) fn local_chunks(n: usize, devices: usize, share: Share) -> Vec<(usize, usize)> {
+    let all = chunks(n, share.total.max(devices));
+    all.into_iter().skip(share.first).take(devices).collect()
+}
+
+/// Splits this node's part of a micro-batch of `n` images ([`local_chunks`]) over its devices,
+/// and runs `work(replica, device, (first, end), index)` on each in its own thread with a
+/// replica of the model on that device (`index` counts this node's replicas). The replicas' gradients are summed by burn-collective's all-reduce (every replica
 /// registers as a peer for the step); the sum, on the first device, is returned with every
 /// replica's loss. One chunk runs inline, without the collective.
 pub(crate) fn data_parallel<B: AutodiffBackend, M: AutodiffModule<B> + Sync>(
     model: &M,
     devices: &[B::Device],
     n: usize,
+    share: Share,
     work: impl Fn(&M, &B::Device, (usize, usize), usize) -> Result<ReplicaOut> + Sync,
 ) -> Result<(GradientsParams, Vec<f64>)> {
-    let chunks = chunks(n, devices.len());
+    let chunks = local_chunks(n, devices.len(), share);
+    if chunks.is_empty() {
+        // more replicas in the run than images in the micro-batch: nothing for this node
+        return Ok((GradientsParams::new(), Vec::new()));
+    }
     if chunks.len() == 1 {
         let (g, v) = work(model, &devices[0], chunks[0], 0)?;
         return Ok((g, vec![v]));
@@ -129,20 +158,21 @@ mod tests {
         let plan = plan_from_seed(model.mask_geometry(size, size), n, 3).unwrap_or_else(|e| panic!("{e}"));
         let devices = vec![device; replicas];
         let per = 3 * size * size;
-        let (grads, losses) = data_parallel(&model, &devices, n, |replica: &SwinMae<B>, dev, (a, b), _| {
-            let sub = crate::pretrain::mae::sub_plan(&plan, a, b);
-            with_stochastic_seed(11, a as u64, || {
-                let k = b - a;
-                let x = Tensor::<B, 4>::from_data(
-                    TensorData::new(data[a * per..b * per].to_vec(), [k, 3, size, size]),
-                    dev,
-                );
-                let loss = replica.forward(x, &sub)?.loss * (k as f64 / n as f64);
-                let value = crate::losses::scalar(loss.clone());
-                Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
+        let (grads, losses) =
+            data_parallel(&model, &devices, n, Share::local(replicas), |replica: &SwinMae<B>, dev, (a, b), _| {
+                let sub = crate::pretrain::mae::sub_plan(&plan, a, b);
+                with_stochastic_seed(11, a as u64, || {
+                    let k = b - a;
+                    let x = Tensor::<B, 4>::from_data(
+                        TensorData::new(data[a * per..b * per].to_vec(), [k, 3, size, size]),
+                        dev,
+                    );
+                    let loss = replica.forward(x, &sub)?.loss * (k as f64 / n as f64);
+                    let value = crate::losses::scalar(loss.clone());
+                    Ok((GradientsParams::from_grads::<B, _>(loss.backward(), replica), value))
+                })
             })
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(losses.len(), replicas);
         let (model, before) = export_state_dict::<B, _>(model);
         let mut optim = burn::optim::SgdConfig::new().init::<B, SwinMae<B>>();
@@ -154,6 +184,19 @@ mod tests {
             }
         }
         delta
+    }
+
+    #[test]
+    fn the_nodes_shares_of_a_micro_batch_are_the_chunks_of_all_replicas() {
+        let all = chunks(10, 6);
+        let mut joined = Vec::new();
+        for node in 0..3 {
+            joined.extend(local_chunks(10, 2, Share { first: node * 2, total: 6 }));
+        }
+        assert_eq!(joined, all);
+        // 2 images over 3 nodes: the last node gets none
+        assert!(local_chunks(2, 1, Share { first: 2, total: 3 }).is_empty());
+        assert_eq!(local_chunks(5, 2, Share::local(2)), chunks(5, 2));
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl<B: AutodiffBackend> Method<B> for SimClrMethod<'_> {
         let gathered: Mutex<Vec<Option<Vec<f32>>>> = Mutex::new(vec![None; ranges.len()]);
         let barrier = Barrier::new(ranges.len());
         let dim = self.ccfg.projection_dim;
-        data_parallel(model, devices, n, |replica: &SimClr<B>, dev, (a, b), w| {
+        data_parallel(model, devices, n, m.share, |replica: &SimClr<B>, dev, (a, b), w| {
             let k = b - a;
             // 1. the replica's projections: view 1 then view 2 of images a..b, each view its own
             // forward pass with stochastic depth seeded by the images' positions

@@ -1,0 +1,177 @@
+//! Multi-node pre-training as several processes over loopback: 2 and 3 nodes log the losses of
+//! one process with as many replicas; a killed node stops the others, naming it, and every node
+//! resumes (with another node count); nodes that differ refuse to start. These runs fail without
+//! the patched burn-collective (its second global all-reduce never completed).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `vismae ARGS` as node `rank` of `nodes`, coordinated at `port`.
+fn node(args: &[String], nodes: usize, rank: usize, port: u16, data_port: u16) -> Command {
+    let mut c = vismae();
+    c.args(args)
+        .args(["--nodes", &nodes.to_string(), "--node-rank", &rank.to_string()])
+        .args(["--coordinator", &format!("127.0.0.1:{port}"), "--data-port", &data_port.to_string()])
+        .args(["--node-timeout", "20"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Waits for `child` at most `limit`; its exit status and stderr.
+fn finish(mut child: Child, limit: Duration) -> (bool, String) {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a node ran past {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Runs `nodes` nodes of `args` to the end; every one must succeed.
+fn all_nodes(args: &[String], nodes: usize) {
+    let port = free_port();
+    let children: Vec<Child> =
+        (0..nodes).map(|r| node(args, nodes, r, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"))).collect();
+    for (r, c) in children.into_iter().enumerate() {
+        let (ok, err) = finish(c, Duration::from_secs(300));
+        assert!(ok, "node {r} of {nodes} failed:\n{err}");
+    }
+}
+
+fn dataset(name: &str) -> std::path::PathBuf {
+    let ds = scratch(name);
+    let _ = std::fs::remove_dir_all(&ds);
+    ok(vismae().args(["ingest", "--size", "32", "--out"]).arg(&ds).arg(fixture("../dicom")));
+    ds
+}
+
+fn pretrain_args(ds: &Path, out: &Path, steps: usize, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = ["pretrain", "--variant", "tiny", "--batch-size", "6", "--steps", &steps.to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for s in ["lr=1e-3", "warmup_epochs=0.1", "reconstruct_every=0"] {
+        a.extend(["--set".to_string(), s.to_string()]);
+    }
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a.extend(["--data".into(), ds.display().to_string(), "--out".into(), out.display().to_string()]);
+    a
+}
+
+fn assert_close(want: &[(u64, f64, f64)], got: &[(u64, f64, f64)], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}");
+    for (a, b) in want.iter().zip(got) {
+        let rel = (a.1 - b.1).abs() / a.1.abs();
+        assert!(a.0 == b.0 && rel < 1e-5, "{what}, step {}: {} against {} (relative {rel:e})", a.0, a.1, b.1);
+    }
+}
+
+#[test]
+fn two_and_three_nodes_log_the_losses_of_one_process_with_as_many_replicas() {
+    let ds = dataset("nodes-ds");
+    for nodes in [2usize, 3] {
+        let one = scratch(&format!("nodes-one-{nodes}"));
+        let many = scratch(&format!("nodes-many-{nodes}"));
+        for d in [&one, &many] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let accum = ["--accum-steps", "2"];
+        ok(vismae().args(pretrain_args(&ds, &one, 20, &accum)).args(["--devices", &nodes.to_string()]));
+        all_nodes(&pretrain_args(&ds, &many, 20, &["--accum-steps", "2", "--devices", "1"]), nodes);
+        let want = metrics(&one);
+        assert_eq!(want.len(), 20);
+        assert_close(&want, &metrics(&many), &format!("{nodes} nodes against 1 process with {nodes} replicas"));
+        // rank 0 alone wrote the weights, and they load
+        let text = ok(vismae().args(["weights", "inspect"]).arg(many.join("weights.safetensors")));
+        assert!(text.contains("mae"), "{text}");
+    }
+}
+
+#[test]
+fn a_killed_node_stops_the_others_naming_it_and_every_node_resumes() {
+    let ds = dataset("nodes-kill-ds");
+    let (reference, run) = (scratch("nodes-kill-ref"), scratch("nodes-kill"));
+    for d in [&reference, &run] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let steps = 150;
+    ok(vismae().args(pretrain_args(&ds, &reference, steps, &[])).args(["--devices", "2"]));
+    let args = pretrain_args(&ds, &run, steps, &["--checkpoint-every", "5", "--devices", "1"]);
+    let port = free_port();
+    let rank0 = node(&args, 2, 0, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut rank1 = node(&args, 2, 1, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    // kill node 1 once a checkpoint exists
+    let started = Instant::now();
+    while !run.join("checkpoints/step-00000010/state.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = rank1.kill();
+    let _ = rank1.wait();
+    let killed = Instant::now();
+    let (ok0, err) = finish(rank0, Duration::from_secs(60));
+    let waited = killed.elapsed();
+    assert!(!ok0, "node 0 went on without node 1");
+    assert!(waited < Duration::from_secs(25), "node 0 took {waited:?} to stop (timeout 20 s)");
+    assert!(err.contains("node 1") && err.contains("--resume") && err.contains("Last checkpoint"), "{err}");
+    let before = metrics(&run).len();
+    assert!(before < steps, "the run finished before node 1 was killed; lengthen it");
+    // every node resumes from rank 0's checkpoint, here with three nodes
+    let resume: Vec<String> =
+        ["pretrain", "--resume", &run.display().to_string()].iter().map(|s| s.to_string()).collect();
+    let resume_node = |r: usize, port: u16| node(&resume, 3, r, port, free_port());
+    let port = free_port();
+    let children: Vec<Child> = (0..3).map(|r| resume_node(r, port).spawn().unwrap_or_else(|e| panic!("{e}"))).collect();
+    for (r, c) in children.into_iter().enumerate() {
+        let (ok, err) = finish(c, Duration::from_secs(300));
+        assert!(ok, "resumed node {r} failed:\n{err}");
+    }
+    let want = metrics(&reference);
+    let got = metrics(&run);
+    assert_eq!(got.len(), steps, "the resumed run did not finish");
+    // to float rounding over the first steps after the resume (rounding grows over hundreds of steps)
+    let check = (before + 20).min(steps);
+    assert_close(&want[..check], &got[..check], "resumed with 3 nodes against 1 process with 2 replicas");
+}
+
+#[test]
+fn nodes_that_run_other_settings_refuse_to_start_naming_what_differs() {
+    let ds = dataset("nodes-differ-ds");
+    let out = scratch("nodes-differ");
+    let _ = std::fs::remove_dir_all(&out);
+    let port = free_port();
+    let same = pretrain_args(&ds, &out, 5, &["--devices", "1"]);
+    let other = pretrain_args(&ds, &out, 5, &["--devices", "1", "--set", "mask_ratio=0.5"]);
+    let a = node(&same, 2, 0, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let b = node(&other, 2, 1, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    for (r, c) in [a, b].into_iter().enumerate() {
+        let (ok, err) = finish(c, Duration::from_secs(120));
+        assert!(!ok, "node {r} started");
+        assert!(err.contains("node 1 differs from node 0 in the settings"), "node {r}: {err}");
+    }
+    assert!(metrics(&out).is_empty(), "a step ran");
+    // flags that need --nodes say so
+    let e = fails(vismae().args(pretrain_args(&ds, &scratch("nodes-flag"), 1, &["--node-rank", "1"])));
+    assert!(e.contains("need --nodes"), "{e}");
+}

@@ -1,0 +1,311 @@
+//! Several machines training one model, on burn-collective's global level: rank 0 hosts the
+//! coordinator (burn's orchestrator), every node registers with it and serves its tensors to the
+//! others over WebSocket, and each step's gradients travel as one flat bucket ([`bucket`]) in
+//! one all-reduce. Every wait is bounded: a node that dies or stalls makes the others stop with
+//! an error that names it when it can be found ([`Group::sum`]). At start-up every node checks that it
+//! runs the same settings, data and initial weights as rank 0 ([`Group::check`]).
+//!
+//! The global collective runs on the autodiff backend's type while the replicas inside a node
+//! use its inner backend: burn-collective keeps one registration per backend type and process,
+//! so the two levels never meet. The protocol has no authentication: a trusted cluster network only.
+
+pub(crate) mod bucket;
+mod topology;
+
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use burn::collective::{self, AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn_communication::Address;
+
+pub use topology::{
+    DEFAULT_PORT, DEFAULT_TIMEOUT_S, NodeFlags, Topology, default_address, first_host, host_port, resolve,
+};
+
+use crate::error::{Result, TrainError};
+
+/// What every node must share with rank 0 before the first step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fingerprints {
+    /// The run's settings (data path left out: nodes may mount it elsewhere).
+    pub settings: [u8; 8],
+    /// The dataset's manifests.
+    pub dataset: [u8; 8],
+    /// The weights the first step starts from (after a resume: the checkpoint's).
+    pub weights: [u8; 8],
+}
+
+impl Fingerprints {
+    /// The first 8 bytes of each hash.
+    pub fn new(settings: &blake3::Hash, dataset: &blake3::Hash, weights: &blake3::Hash) -> Self {
+        let short = |h: &blake3::Hash| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&h.as_bytes()[..8]);
+            b
+        };
+        Self { settings: short(settings), dataset: short(dataset), weights: short(weights) }
+    }
+}
+
+/// A hash of a dataset's shard manifests (every image's pixel hash and origin), in shard order.
+pub fn dataset_hash(root: &std::path::Path) -> Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    for n in 0.. {
+        let (_, manifest) = vismae_data::dataset::shard_paths(root, n);
+        if !manifest.exists() {
+            break;
+        }
+        let bytes =
+            std::fs::read(&manifest).map_err(|e| TrainError::invalid(format!("{}: {e}", manifest.display())))?;
+        h.update(&bytes);
+    }
+    Ok(h.finalize())
+}
+
+/// Values per node in the start-up exchange: presence, 3 x 8 fingerprint bytes, IPv4 and port.
+const SLOT: usize = 1 + 24 + 4 + 2;
+
+/// How a bounded call ended.
+enum Bounded<T> {
+    Done(T),
+    TimedOut,
+    Panicked,
+}
+
+/// Runs `f` in its own thread and waits at most `timeout` for it (a call that never returns is
+/// left behind; the process is about to stop with an error).
+fn bounded<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> T + Send + 'static) -> Bounded<T> {
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new().name("vismae-collective".into()).spawn(move || {
+        let _ = tx.send(f());
+    });
+    if spawned.is_err() {
+        return Bounded::Panicked;
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(v) => Bounded::Done(v),
+        Err(mpsc::RecvTimeoutError::Timeout) => Bounded::TimedOut,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Bounded::Panicked,
+    }
+}
+
+/// `ws://host:port`, with brackets around an IPv6 host.
+fn ws(host: &str, port: u16) -> Result<Address> {
+    let h = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    Address::from_str(&format!("ws://{h}:{port}")).map_err(TrainError::invalid)
+}
+
+/// Fails, naming the port and what it is for, when `host:port` cannot be listened on.
+fn check_free(host: &str, port: u16, what: &str) -> Result<()> {
+    TcpListener::bind((host, port)).map(drop).map_err(|e| {
+        TrainError::invalid(format!(
+            "cannot listen on {host}:{port} for the {what}: {e} (another run on this port? give another)"
+        ))
+    })
+}
+
+/// This node's membership of a multi-node run.
+pub struct Group<B: Backend> {
+    topology: Topology,
+    peer: PeerId,
+    /// Every node's data-service address, learnt in [`Group::check`].
+    addresses: Vec<Option<SocketAddr>>,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend> Group<B> {
+    /// Joins the run: rank 0 starts the coordinator; every node registers and waits (at most the
+    /// timeout) until all have.
+    pub fn join(topology: Topology, device: &B::Device) -> Result<Self> {
+        quiet_burn_logs();
+        let t = &topology;
+        check_free(&t.address, t.data_port, "data service")?;
+        if t.hosts_coordinator {
+            check_free(&t.coordinator_host, t.coordinator_port, "coordinator")?;
+            let (host, port) = (t.coordinator_host.clone(), t.coordinator_port);
+            std::thread::Builder::new()
+                .name("vismae-coordinator".into())
+                .spawn(move || serve_coordinator(&host, port))
+                .map_err(|e| TrainError::invalid(format!("cannot start the coordinator: {e}")))?;
+        }
+        let config = CollectiveConfig::default()
+            .with_num_devices(1)
+            .with_num_nodes(t.nodes as u32)
+            .with_global_address(ws(&t.coordinator_host, t.coordinator_port)?)
+            .with_node_address(ws(&t.address, t.data_port)?)
+            .with_data_service_port(t.data_port)
+            .with_global_all_reduce_strategy(AllReduceStrategy::Ring);
+        let peer = PeerId::from(t.rank as u32);
+        let dev = device.clone();
+        let waiting = format!(
+            "node {} of {}: the coordinator at {}:{} did not gather all {} nodes",
+            t.rank, t.nodes, t.coordinator_host, t.coordinator_port, t.nodes
+        );
+        match bounded(t.timeout, move || collective::register::<B>(peer, dev, config)) {
+            Bounded::Done(Ok(())) => {}
+            Bounded::Done(Err(e)) => return Err(TrainError::Stopped(format!("{waiting}: {e:?}"))),
+            Bounded::TimedOut => {
+                return Err(TrainError::Stopped(format!(
+                    "{waiting} within {:.0} s: start every node (ranks 0..{}) with the same --nodes and --coordinator",
+                    t.timeout.as_secs_f64(),
+                    t.nodes - 1
+                )));
+            }
+            Bounded::Panicked => return Err(TrainError::Stopped(format!("{waiting}: the collective failed"))),
+        }
+        Ok(Self { topology, peer, addresses: Vec::new(), _b: std::marker::PhantomData })
+    }
+
+    /// This node's place.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Sums `flat` over all nodes. Err: why the sum could not be made, naming the nodes that
+    /// no longer answer where some do not.
+    pub fn sum(&self, flat: Tensor<B, 1>, what: &str) -> std::result::Result<Tensor<B, 1>, String> {
+        let prim = flat.into_primitive().tensor();
+        let peer = self.peer;
+        let why =
+            match bounded(self.topology.timeout, move || collective::all_reduce::<B>(peer, prim, ReduceOperation::Sum))
+            {
+                Bounded::Done(Ok(p)) => return Ok(Tensor::from_primitive(TensorPrimitive::Float(p))),
+                Bounded::Done(Err(e)) => format!("failed ({e:?})"),
+                Bounded::TimedOut => format!("did not complete within {:.0} s", self.topology.timeout.as_secs_f64()),
+                Bounded::Panicked => "failed (a peer connection broke)".into(),
+            };
+        Err(format!(
+            "node {} of {}: the all-reduce of {what} {why}: {}",
+            self.topology.rank,
+            self.topology.nodes,
+            self.absent()
+        ))
+    }
+
+    /// Which nodes no longer answer on their data port.
+    fn absent(&self) -> String {
+        let gone: Vec<String> = self
+            .addresses
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| *r != self.topology.rank)
+            .filter_map(|(r, a)| {
+                let a = (*a)?;
+                TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err().then(|| format!("node {r} ({a})"))
+            })
+            .collect();
+        if gone.is_empty() {
+            "another node stalled or stopped (every node's data service still answers)".into()
+        } else {
+            format!("{} stopped (no answer on its data port)", gone.join(", "))
+        }
+    }
+
+    /// Checks that every node runs what rank 0 runs, and that every rank is taken once; learns
+    /// every node's address. Every node gets the same verdict.
+    pub fn check(&mut self, mine: &Fingerprints) -> Result<()> {
+        let (n, rank) = (self.topology.nodes, self.topology.rank);
+        let mut v = vec![0f32; n * SLOT];
+        let slot = &mut v[rank * SLOT..(rank + 1) * SLOT];
+        slot[0] = 1.0;
+        for (i, b) in mine.settings.iter().chain(&mine.dataset).chain(&mine.weights).enumerate() {
+            slot[1 + i] = f32::from(*b);
+        }
+        let v4 = (self.topology.address.as_str(), self.topology.data_port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.find(|a| a.is_ipv4()));
+        if let Some(SocketAddr::V4(a)) = v4 {
+            for (i, o) in a.ip().octets().iter().enumerate() {
+                slot[25 + i] = f32::from(*o);
+            }
+            slot[29] = f32::from(a.port() >> 8);
+            slot[30] = f32::from(a.port() & 0xff);
+        }
+        let device = Default::default();
+        let flat = Tensor::<B, 1>::from_data(TensorData::new(v, [n * SLOT]), &device);
+        let all = self
+            .sum(flat, "the start-up check")
+            .map_err(TrainError::Stopped)?
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap_or_default();
+        let byte = |r: usize, i: usize| all.get(r * SLOT + i).copied().unwrap_or(0.0).round() as u32;
+        let mut problems = Vec::new();
+        for r in 0..n {
+            match byte(r, 0) {
+                1 => {}
+                0 => problems.push(format!("no node has rank {r}")),
+                k => problems.push(format!("{k} nodes were given rank {r}")),
+            }
+        }
+        if problems.is_empty() {
+            let names = ["the settings", "the dataset (its manifests)", "the initial weights"];
+            for r in 1..n {
+                let differs: Vec<&str> = (0..3)
+                    .filter(|&p| (0..8).any(|i| byte(r, 1 + p * 8 + i) != byte(0, 1 + p * 8 + i)))
+                    .map(|p| names[p])
+                    .collect();
+                if !differs.is_empty() {
+                    problems.push(format!("node {r} differs from node 0 in {}", differs.join(", ")));
+                }
+            }
+        }
+        self.addresses = (0..n)
+            .map(|r| {
+                let ip = [byte(r, 25), byte(r, 26), byte(r, 27), byte(r, 28)].map(|o| o as u8);
+                let port = (byte(r, 29) << 8 | byte(r, 30)) as u16;
+                (port != 0).then(|| SocketAddr::from((ip, port)))
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::invalid(format!(
+                "the nodes do not run the same thing, so none starts: {}",
+                problems.join("; ")
+            )))
+        }
+    }
+
+    /// Leaves the collective (every node calls it after its last step).
+    pub fn finish(self) {
+        let _ = bounded(self.topology.timeout, move || collective::finish_collective::<B>(self.peer));
+    }
+}
+
+/// burn-communication installs a subscriber that prints every connection and download at INFO
+/// level, unless the process already has one: give it one that records nothing (vismae's own
+/// messages say what matters).
+fn quiet_burn_logs() {
+    let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::none());
+}
+
+/// Runs burn's global orchestrator on `host:port` until the process ends.
+fn serve_coordinator(host: &str, port: u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+    match runtime {
+        Ok(rt) => {
+            if let Err(e) =
+                rt.block_on(burn_collective::start_global_orchestrator_on(host, port, std::future::pending()))
+            {
+                eprintln!("vismae: the coordinator on {host}:{port} stopped: {e}");
+            }
+        }
+        Err(e) => eprintln!("vismae: cannot start the coordinator's runtime: {e}"),
+    }
+}
+
+/// `vismae coordinator`: runs the coordinator alone on `host:port` until the process is stopped
+/// (the nodes then run with `--external-coordinator`).
+pub fn run_coordinator(host: &str, port: u16) -> Result<()> {
+    check_free(host, port, "coordinator")?;
+    quiet_burn_logs();
+    serve_coordinator(host, port);
+    Ok(())
+}
