@@ -9,7 +9,7 @@ use vismae_run::{Init, Task};
 use vismae_train::finetune::{self, FinetuneRequest, Outcome, SettingsFrom};
 
 use crate::args::RunFlags;
-use crate::{TrainBackend, device};
+use crate::{TrainBackend, devices};
 
 #[derive(Subcommand, Debug)]
 pub enum FinetuneCommand {
@@ -50,6 +50,8 @@ pub struct FinetuneArgs {
     fraction: f64,
     #[command(flatten)]
     run: RunFlags,
+    #[command(flatten)]
+    nodes: crate::pretrain_cmd::NodeArgs,
 }
 
 fn print_outcome(out: &Outcome, dir: &std::path::Path) {
@@ -76,14 +78,16 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
         FinetuneCommand::Seg(a) => (Task::Segmentation, a),
         FinetuneCommand::Cls(a) => (Task::Classification, a),
     };
+    let nodes = a.nodes.topology()?;
+    let rank = nodes.as_ref().map_or(0, |t| t.rank);
     let (outcome, dir, from_weights) = match &a.resume {
         Some(dir) => {
             if a.run.any() {
                 anyhow::bail!("--resume continues a run with the settings it was started with; give no settings");
             }
             println!("fine-tuning for {task}: resuming {}", dir.display());
-            let (cfg, run_dir, outcome) = finetune::resume::<TrainBackend>(dir, Some(task), &device())?;
-            (outcome, run_dir.path().to_path_buf(), cfg.init.path().is_some())
+            let (cfg, run_dir, outcome) = finetune::resume_on::<TrainBackend>(dir, Some(task), devices, nodes, false)?;
+            (outcome, Some(run_dir.path().to_path_buf()), cfg.init.path().is_some())
         }
         None => {
             let (Some(data), Some(init), Some(out)) = (&a.data, &a.init, &a.out) else {
@@ -102,13 +106,20 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
                 settings: SettingsFrom::User(a.run.overrides()),
             };
             let resolved = finetune::resolve(&req)?; // every check before the run folder exists
-            println!("{}", finetune::describe(&resolved.config));
-            for w in &resolved.warnings {
-                println!("note: {w}");
+            if rank == 0 {
+                println!("{}", finetune::describe(&resolved.config));
+                for w in &resolved.warnings {
+                    println!("note: {w}");
+                }
             }
-            let (run_dir, outcome) = finetune::start::<TrainBackend>(&resolved, out, &device())?;
-            (outcome, run_dir.path().to_path_buf(), resolved.init.is_some())
+            let replicas = devices(resolved.config.devices);
+            let (run_dir, outcome) = finetune::start_on::<TrainBackend>(&resolved, out, replicas, nodes, false)?;
+            (outcome, run_dir.map(|r| r.path().to_path_buf()), resolved.init.is_some())
         }
+    };
+    let Some(dir) = dir.filter(|_| rank == 0) else {
+        println!("node {rank}: finished; rank 0 validated and wrote the run folder");
+        return Ok(());
     };
     print_outcome(&outcome, &dir);
     if from_weights {

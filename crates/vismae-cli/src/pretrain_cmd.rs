@@ -74,7 +74,7 @@ pub struct NodeArgs {
 
 impl NodeArgs {
     /// The topology these flags and the launcher's variables give (`None`: one node).
-    fn topology(&self) -> anyhow::Result<Option<cluster::Topology>> {
+    pub fn topology(&self) -> anyhow::Result<Option<cluster::Topology>> {
         let flags = cluster::NodeFlags {
             nodes: self.nodes,
             rank: self.node_rank,

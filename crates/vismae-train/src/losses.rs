@@ -48,10 +48,59 @@ pub fn seg_loss<B: Backend>(logits: Tensor<B, 4>, target: Tensor<B, 4>, dice_w: 
     dice_loss(logits.clone(), target.clone()) * dice_w + cross_entropy(logits, target) * ce_w
 }
 
+/// The sums over a part of a batch that [`seg_combine`] turns into that batch's [`seg_loss`]:
+/// per foreground class the Dice intersection, the sum of p² and the sum of g², then the summed
+/// pixel cross-entropy (`3 (C - 1) + 1` values). Sums add over parts, so replicas holding parts
+/// of one batch add theirs and every replica gets the loss of the whole batch.
+pub fn seg_statistics<B: Backend>(logits: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+    let [b, c, h, w] = logits.dims();
+    let flat = |t: Tensor<B, 4>| t.narrow(1, 1, c - 1).swap_dims(0, 1).reshape([c - 1, b * h * w]);
+    let p = flat(softmax(logits.clone(), 1));
+    let g = flat(target.clone());
+    let inter = (p.clone() * g.clone()).sum_dim(1).reshape([c - 1]);
+    let psq = p.powi_scalar(2).sum_dim(1).reshape([c - 1]);
+    let gsq = g.powi_scalar(2).sum_dim(1).reshape([c - 1]);
+    let ce = (log_softmax(logits, 1) * target).sum().neg().reshape([1]);
+    Tensor::cat(vec![inter, psq, gsq, ce], 0)
+}
+
+/// [`seg_loss`] of a batch of `pixels` pixels (images x H x W) and `classes` classes from its
+/// [`seg_statistics`] summed over all its parts.
+pub fn seg_combine<B: Backend>(
+    stats: Tensor<B, 1>,
+    classes: usize,
+    pixels: usize,
+    dice_w: f64,
+    ce_w: f64,
+) -> Tensor<B, 1> {
+    let f = classes - 1;
+    let inter = stats.clone().narrow(0, 0, f);
+    let denom = stats.clone().narrow(0, f, f) + stats.clone().narrow(0, 2 * f, f);
+    let ce = stats.narrow(0, 3 * f, 1).div_scalar(pixels as f64);
+    let dice = (inter * 2.0 + 1e-5) / (denom + 1e-5);
+    (dice.neg() + 1.0).sum().div_scalar(classes as f64) * dice_w + ce * ce_w
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::Flex;
+
+    #[test]
+    fn summed_statistics_of_the_parts_give_the_whole_batchs_loss() {
+        let dev = Default::default();
+        let (b, c, h, w) = (3, 3, 4, 5);
+        let labels: Vec<u8> = (0..b * h * w).map(|i| ((i * 7) % 11 % 3) as u8).collect();
+        let target = one_hot::<Flex>(&labels, b, c, h, w, &dev);
+        let values: Vec<f32> = (0..b * c * h * w).map(|i| ((i * 37) % 17) as f32 / 5.0 - 1.5).collect();
+        let logits = Tensor::<Flex, 4>::from_data(TensorData::new(values, [b, c, h, w]), &dev);
+        let whole: f32 = seg_loss(logits.clone(), target.clone(), 0.4, 0.6).into_scalar();
+        let parts = seg_statistics(logits.clone().narrow(0, 0, 1), target.clone().narrow(0, 0, 1))
+            + seg_statistics(logits.narrow(0, 1, 2), target.narrow(0, 1, 2));
+        let combined: f32 = seg_combine(parts, c, b * h * w, 0.4, 0.6).into_scalar();
+        assert!((whole - combined).abs() < 1e-5 * whole.abs(), "{whole} vs {combined}");
+        assert!(whole > 0.1);
+    }
 
     #[test]
     fn perfect_logits_give_small_losses_and_wrong_give_large() {

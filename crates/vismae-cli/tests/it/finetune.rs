@@ -346,21 +346,7 @@ fn finetune_seg_from_mae_weights_and_from_scratch() {
 fn finetune_cls_from_mae_encoder_and_scratch() {
     let dir = scratch("ftc");
     let _ = std::fs::remove_dir_all(&dir);
-    // class folders of phantoms: "lesion" when the phantom has class-2 pixels, "clean" otherwise
-    let (mut n_lesion, mut n_clean, mut i) = (0, 0, 0u64);
-    while n_lesion < 8 || n_clean < 8 {
-        let p = vismae_train::phantom::phantom(11, i, 64);
-        i += 1;
-        let class = if p.labels.contains(&2) { "lesion" } else { "clean" };
-        let n = if class == "lesion" { &mut n_lesion } else { &mut n_clean };
-        if *n >= 8 {
-            continue;
-        }
-        *n += 1;
-        std::fs::create_dir_all(dir.join(format!("set/{class}"))).unwrap_or_default();
-        let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
-        image::GrayImage::from_raw(64, 64, img).map(|g| g.save(dir.join(format!("set/{class}/{i}.png"))));
-    }
+    phantom_class_folders(&dir.join("set"));
     ok(vismae().args(["ingest", "--size", "64", "--out"]).arg(dir.join("ds")).arg(dir.join("set")));
     ok(vismae()
         .args([

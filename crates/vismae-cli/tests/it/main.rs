@@ -98,6 +98,24 @@ pub fn metrics(run: &std::path::Path) -> Vec<(u64, f64, f64)> {
         .collect()
 }
 
+/// Class folders of 8 + 8 phantoms in `dir`: `lesion` when the phantom has class-2 pixels, `clean` otherwise.
+pub fn phantom_class_folders(dir: &std::path::Path) {
+    let (mut n_lesion, mut n_clean, mut i) = (0, 0, 0u64);
+    while n_lesion < 8 || n_clean < 8 {
+        let p = vismae_train::phantom::phantom(11, i, 64);
+        i += 1;
+        let class = if p.labels.contains(&2) { "lesion" } else { "clean" };
+        let n = if class == "lesion" { &mut n_lesion } else { &mut n_clean };
+        if *n >= 8 {
+            continue;
+        }
+        *n += 1;
+        std::fs::create_dir_all(dir.join(class)).unwrap_or_default();
+        let img: Vec<u8> = p.image.iter().map(|v| (v * 255.0).round() as u8).collect();
+        image::GrayImage::from_raw(64, 64, img).map(|g| g.save(dir.join(format!("{class}/{i}.png"))));
+    }
+}
+
 /// 10 labelled phantoms (classes 0, 1, 2) as PNG image/mask pairs in the reference's CSV layout,
 /// `dir/train.csv` naming `dir/img/case{i}.png` and its mask.
 pub fn phantom_seg_csv(dir: &std::path::Path) {

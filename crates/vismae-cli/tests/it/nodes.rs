@@ -175,3 +175,57 @@ fn nodes_that_run_other_settings_refuse_to_start_naming_what_differs() {
     let e = fails(vismae().args(pretrain_args(&ds, &scratch("nodes-flag"), 1, &["--node-rank", "1"])));
     assert!(e.contains("need --nodes"), "{e}");
 }
+
+/// Per epoch: the mean training loss and the validation field `val`.
+fn epochs(run: &Path, val: &str) -> Vec<(f64, f64)> {
+    jsonl(&run.join("metrics.jsonl"))
+        .iter()
+        .map(|v| (v["loss"].as_f64().unwrap_or(f64::NAN), v[val].as_f64().unwrap_or(f64::NAN)))
+        .collect()
+}
+
+#[test]
+fn fine_tuning_on_two_devices_and_on_two_nodes_logs_the_one_replica_run() {
+    // segmentation: the Dice + CE of the global batch, whatever the number of replicas
+    let dir = scratch("nodes-ft");
+    let _ = std::fs::remove_dir_all(&dir);
+    phantom_seg_csv(&dir);
+    let classes = dir.join("classes");
+    phantom_class_folders(&classes);
+    let tasks = [
+        ("seg", dir.join("train.csv"), "val_dice", vec!["--set", "epochs=3"]),
+        ("cls", classes, "val_loss", vec!["--set", "epochs=2", "--folds", "4"]),
+    ];
+    for (task, data, val, extra) in tasks {
+        let args = |out: &Path, devices: &str| -> Vec<String> {
+            let mut a: Vec<String> =
+                ["finetune", task, "--init", "scratch", "--set", "variant=\"tiny\"", "--set", "size=64"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            for s in ["--set", "warmup_epochs=1", "--set", "batch_size=4", "--devices", devices] {
+                a.push(s.into());
+            }
+            a.extend(extra.iter().map(|s| s.to_string()));
+            a.extend(["--data".into(), data.display().to_string(), "--out".into(), out.display().to_string()]);
+            a
+        };
+        let (one, two, nodes) =
+            (dir.join(format!("{task}-one")), dir.join(format!("{task}-two")), dir.join(format!("{task}-nodes")));
+        ok(vismae().args(args(&one, "1")));
+        ok(vismae().args(args(&two, "2")));
+        all_nodes(&args(&nodes, "1"), 2);
+        let want = epochs(&one, val);
+        assert!(!want.is_empty());
+        for (got, what) in [(epochs(&two, val), "2 devices"), (epochs(&nodes, val), "2 nodes")] {
+            assert_eq!(got.len(), want.len(), "{task}, {what}");
+            for (e, (a, b)) in want.iter().zip(&got).enumerate() {
+                let rel = (a.0 - b.0).abs() / a.0.abs();
+                assert!(rel < 1e-5, "{task}, {what}, epoch {}: loss {} against {} (relative {rel:e})", e + 1, a.0, b.0);
+                // validation goes through argmax and AUC: the last weight bits may flip a pixel
+                assert!((a.1 - b.1).abs() < 1e-3, "{task}, {what}, epoch {}: {val} {} against {}", e + 1, a.1, b.1);
+            }
+        }
+        assert!(nodes.join("best.safetensors").exists() && nodes.join("final.safetensors").exists());
+    }
+}

@@ -66,6 +66,14 @@ pub fn dataset_hash(root: &std::path::Path) -> Result<blake3::Hash> {
     Ok(h.finalize())
 }
 
+/// Adds float values to a hash, value by value (little-endian bytes).
+pub fn hash_floats(h: &mut blake3::Hasher, values: &[f32]) {
+    for chunk in values.chunks(4096) {
+        let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+        h.update(&bytes);
+    }
+}
+
 /// Values per node in the start-up exchange: presence, 3 x 8 fingerprint bytes, IPv4 and port.
 const SLOT: usize = 1 + 24 + 4 + 2;
 
@@ -168,26 +176,40 @@ impl<B: Backend> Group<B> {
     /// Sums `flat` over all nodes. Err: why the sum could not be made, naming the nodes that
     /// no longer answer where some do not.
     pub fn sum(&self, flat: Tensor<B, 1>, what: &str) -> std::result::Result<Tensor<B, 1>, String> {
+        // the ring strategy slices the tensor over the nodes: at least one value per node
+        let len = flat.dims()[0];
+        let flat = if len < self.topology.nodes {
+            let device = flat.device();
+            Tensor::cat(vec![flat, Tensor::zeros([self.topology.nodes - len], &device)], 0)
+        } else {
+            flat
+        };
         let prim = flat.into_primitive().tensor();
         let peer = self.peer;
-        let why =
+        let (why, stalled) =
             match bounded(self.topology.timeout, move || collective::all_reduce::<B>(peer, prim, ReduceOperation::Sum))
             {
-                Bounded::Done(Ok(p)) => return Ok(Tensor::from_primitive(TensorPrimitive::Float(p))),
-                Bounded::Done(Err(e)) => format!("failed ({e:?})"),
-                Bounded::TimedOut => format!("did not complete within {:.0} s", self.topology.timeout.as_secs_f64()),
-                Bounded::Panicked => "failed (a peer connection broke)".into(),
+                Bounded::Done(Ok(p)) => {
+                    let sum = Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(p));
+                    return Ok(if len < self.topology.nodes { sum.narrow(0, 0, len) } else { sum });
+                }
+                Bounded::Done(Err(e)) => (format!("failed ({e:?})"), false),
+                Bounded::TimedOut => {
+                    (format!("did not complete within {:.0} s", self.topology.timeout.as_secs_f64()), true)
+                }
+                Bounded::Panicked => ("failed (a peer connection broke)".into(), false),
             };
-        Err(format!(
-            "node {} of {}: the all-reduce of {what} {why}: {}",
-            self.topology.rank,
-            self.topology.nodes,
-            self.absent()
-        ))
+        let gone = self.absent();
+        let who = match (gone, stalled) {
+            (Some(g), _) => format!(": {g} stopped (no answer on its data port)"),
+            (None, true) => ": another node stalled or stopped (every node's data service still answers)".into(),
+            (None, false) => String::new(),
+        };
+        Err(format!("node {} of {}: the all-reduce of {what} {why}{who}", self.topology.rank, self.topology.nodes))
     }
 
-    /// Which nodes no longer answer on their data port.
-    fn absent(&self) -> String {
+    /// The nodes that no longer answer on their data port, if any.
+    fn absent(&self) -> Option<String> {
         let gone: Vec<String> = self
             .addresses
             .iter()
@@ -198,11 +220,7 @@ impl<B: Backend> Group<B> {
                 TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err().then(|| format!("node {r} ({a})"))
             })
             .collect();
-        if gone.is_empty() {
-            "another node stalled or stopped (every node's data service still answers)".into()
-        } else {
-            format!("{} stopped (no answer on its data port)", gone.join(", "))
-        }
+        (!gone.is_empty()).then(|| gone.join(", "))
     }
 
     /// Checks that every node runs what rank 0 runs, and that every rank is taken once; learns

@@ -21,7 +21,7 @@ use vismae_model::{SwinClassifier, VariantExt};
 use vismae_run::schema::finite;
 use vismae_run::{ClsSettings, ClsSummary, FinetuneConfig, ModelKind, Preprocess, RunDir};
 
-use super::{FinetuneTask, LoopSettings, LrGroups, Validation, apply_init, check_sizes, train};
+use super::{FinetuneTask, LoopSettings, LrGroups, Parallel, Validation, apply_init, check_sizes, train};
 use crate::augment;
 use crate::error::{Result, TrainError};
 use crate::infer::{cls_logits, cls_probabilities};
@@ -123,31 +123,84 @@ struct ClsTask<'a> {
     multi: bool,
 }
 
+/// A prepared training batch: inputs and targets, image after image.
+struct ClsBatch {
+    imgs: Vec<f32>,
+    targets: Vec<f32>,
+    images: usize,
+    planes: usize,
+}
+
+impl ClsTask<'_> {
+    /// Input, targets and class weights of images `first..end` of a prepared batch.
+    fn tensors<B: AutodiffBackend>(
+        &self,
+        batch: &ClsBatch,
+        (a, b): (usize, usize),
+        device: &B::Device,
+    ) -> (Tensor<B, 4>, Tensor<B, 2>, Tensor<B, 2>) {
+        let (n, classes) = (self.spec.size, self.weights.len());
+        let (k, per) = (b - a, batch.planes * n * n);
+        let x = crate::input::batch::<B>(self.spec, &batch.imgs[a * per..b * per], k, batch.planes, device);
+        let t = batch.targets[a * classes..b * classes].to_vec();
+        let t = Tensor::<B, 2>::from_data(TensorData::new(t, [k, classes]), device);
+        let w = Tensor::<B, 2>::from_data(TensorData::new(self.weights.clone(), [1, classes]), device);
+        (x, t, w)
+    }
+}
+
 impl<B: AutodiffBackend> FinetuneTask<B> for ClsTask<'_> {
     type Model = SwinClassifier<B>;
+    type Prepared = ClsBatch;
 
     fn train_len(&self) -> usize {
         self.train.len()
     }
 
-    fn loss(
-        &self,
-        model: &SwinClassifier<B>,
-        batch: &[usize],
-        rng: &mut ChaCha8Rng,
-        device: &B::Device,
-    ) -> Tensor<B, 1> {
-        let (n, classes) = (self.spec.size, self.weights.len());
+    fn prepare(&self, batch: &[usize], rng: &mut ChaCha8Rng) -> ClsBatch {
+        let n = self.spec.size;
         let planes = self.train.first().map_or(1, |e| e.planes.planes);
         let mut imgs = Vec::with_capacity(batch.len() * planes * n * n);
         for &i in batch {
             imgs.extend(augment::classification_planes(&self.train[i].planes.data, n, self.s.augment, rng));
         }
-        let t: Vec<f32> = batch.iter().flat_map(|&i| self.train[i].target.clone()).collect();
-        let x = crate::input::batch::<B>(self.spec, &imgs, batch.len(), planes, device);
-        let t = Tensor::<B, 2>::from_data(TensorData::new(t, [batch.len(), classes]), device);
-        let w = Tensor::<B, 2>::from_data(TensorData::new(self.weights.clone(), [1, classes]), device);
+        let targets: Vec<f32> = batch.iter().flat_map(|&i| self.train[i].target.clone()).collect();
+        ClsBatch { imgs, targets, images: batch.len(), planes }
+    }
+
+    fn loss(&self, model: &SwinClassifier<B>, batch: &ClsBatch, device: &B::Device) -> Tensor<B, 1> {
+        let (x, t, w) = self.tensors::<B>(batch, (0, batch.images), device);
         loss(model.forward(x), t, w, self.multi)
+    }
+
+    fn statistics_len(&self) -> usize {
+        1
+    }
+
+    fn statistics(
+        &self,
+        model: &SwinClassifier<B>,
+        batch: &ClsBatch,
+        range: (usize, usize),
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (x, t, w) = self.tensors::<B>(batch, range, device);
+        let k = range.1 - range.0;
+        // the part's mean times its size: the summed loss
+        loss(model.forward(x), t, w, self.multi) * k as f64
+    }
+
+    fn combine(&self, statistics: Tensor<B, 1>, images: usize) -> Tensor<B, 1> {
+        statistics.div_scalar(images as f64)
+    }
+
+    fn data_hash(&self) -> blake3::Hash {
+        let mut h = blake3::Hasher::new();
+        for e in &self.train {
+            crate::cluster::hash_floats(&mut h, &e.planes.data);
+            crate::cluster::hash_floats(&mut h, &e.target);
+        }
+        h.finalize()
     }
 
     fn validate(&self, model: &SwinClassifier<B::InnerBackend>, device: &B::Device) -> Validation {
@@ -176,10 +229,11 @@ pub fn run<B: AutodiffBackend>(
     run: &RunDir,
     resume: bool,
     quiet: bool,
-    device: &B::Device,
+    par: &Parallel<B>,
 ) -> Result<ClsOutcome> {
     let started = Instant::now();
     let s = cfg.cls().ok_or_else(|| TrainError::invalid("not a classification run"))?;
+    let device = par.devices.first().ok_or_else(|| TrainError::invalid("no device to train on"))?;
     let spec = &cfg.preprocess;
     let classes = set.classes.len().max(2);
     let multi = set.multi_label;
@@ -230,7 +284,7 @@ pub fn run<B: AutodiffBackend>(
         quiet,
         validate_every: s.validate_every,
     };
-    let done = train::<B, _>(&task, model, &ls, run, resume, &card, device)?;
+    let done = train::<B, _>(&task, model, &ls, run, resume, &card, par)?;
     let best_auc = done.best.2.get("val_auc_macro").and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
     let out = ClsOutcome {
         best: (-done.best.0, done.best.1),

@@ -16,12 +16,13 @@ pub use groups::LrGroups;
 pub use resolve::{FinetuneRequest, Resolved, SettingsFrom, describe, read_init, resolve};
 
 use std::path::Path;
+use std::sync::{Barrier, Mutex};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -34,7 +35,9 @@ use vismae_model::weights::{
 use vismae_run::{FinetuneConfig, ModelCard, RunDir, Task};
 
 use crate::checkpoint;
+use crate::cluster::{Fingerprints, Group, Topology};
 use crate::error::{Result, TrainError};
+use crate::pretrain::{Share, data_parallel, local_chunks};
 use crate::schedule::WarmupCosine;
 use crate::seeds::mix;
 
@@ -84,12 +87,163 @@ pub struct Validation {
 pub trait FinetuneTask<B: AutodiffBackend> {
     /// The network.
     type Model: AutodiffModule<B> + Visit<B>;
+    /// A training batch's inputs, drawn once (the augmentation in batch order) and shared by the replicas.
+    type Prepared: Sync;
     /// Training examples.
     fn train_len(&self) -> usize;
-    /// Mean loss of the examples `batch`; `rng` draws the augmentation.
-    fn loss(&self, model: &Self::Model, batch: &[usize], rng: &mut ChaCha8Rng, device: &B::Device) -> Tensor<B, 1>;
+    /// The inputs of the examples `batch`; `rng` draws the augmentation.
+    fn prepare(&self, batch: &[usize], rng: &mut ChaCha8Rng) -> Self::Prepared;
+    /// Mean loss of a prepared batch on one replica.
+    fn loss(&self, model: &Self::Model, batch: &Self::Prepared, device: &B::Device) -> Tensor<B, 1>;
+    /// Values in [`FinetuneTask::statistics`].
+    fn statistics_len(&self) -> usize;
+    /// Sums over the images `first..end` of a prepared batch; summed over all parts of the
+    /// batch, [`FinetuneTask::combine`] makes them its loss (data parallelism: the loss of the
+    /// global batch, whatever the number of replicas).
+    fn statistics(
+        &self,
+        model: &Self::Model,
+        batch: &Self::Prepared,
+        range: (usize, usize),
+        device: &B::Device,
+    ) -> Tensor<B, 1>;
+    /// The mean loss of a batch of `images` from its summed statistics.
+    fn combine(&self, statistics: Tensor<B, 1>, images: usize) -> Tensor<B, 1>;
+    /// A hash of the training examples (every node of a multi-node run checks it against rank 0's).
+    fn data_hash(&self) -> blake3::Hash;
     /// Validates the model (without autodiff).
     fn validate(&self, model: &<Self::Model as AutodiffModule<B>>::InnerModule, device: &B::Device) -> Validation;
+}
+
+/// Where a fine-tuning run trains: replicas on this node's devices and, in a multi-node run, its
+/// place among the nodes.
+#[derive(Clone, Debug)]
+pub struct Parallel<B: Backend> {
+    /// This node's replicas (on the CPU the same device may be listed several times).
+    pub devices: Vec<B::Device>,
+    /// The multi-node topology (`None`: one node).
+    pub nodes: Option<Topology>,
+    /// A hash of the run's settings (without the data path), checked against rank 0's.
+    pub settings: blake3::Hash,
+    /// Where a node other than rank 0 finds the run's checkpoints on `--resume` (its own run
+    /// folder is a scratch folder).
+    pub checkpoints: Option<RunDir>,
+}
+
+impl<B: Backend> Parallel<B> {
+    /// One replica on `device`, one node.
+    pub fn one(device: &B::Device) -> Self {
+        Self { devices: vec![device.clone()], nodes: None, settings: blake3::hash(b""), checkpoints: None }
+    }
+}
+
+/// Replicas of a step meet here: each puts the statistics of its part of the batch, and every one
+/// gets their sum over all replicas of all nodes (the first replica of the node sums the node's
+/// in replica order, then over the nodes).
+struct Exchange<'a, B: AutodiffBackend> {
+    parts: Mutex<Vec<Vec<f32>>>,
+    total: Mutex<Option<std::result::Result<Vec<f32>, String>>>,
+    barrier: Barrier,
+    group: Option<&'a Group<B>>,
+    len: usize,
+    what: String,
+}
+
+impl<B: AutodiffBackend> Exchange<'_, B> {
+    fn sum(&self, replica: usize, mine: Vec<f32>) -> Result<Vec<f32>> {
+        if let Ok(mut p) = self.parts.lock() {
+            p[replica] = mine;
+        }
+        self.barrier.wait();
+        if replica == 0 {
+            let total = self.node_total();
+            if let Ok(mut t) = self.total.lock() {
+                *t = Some(total);
+            }
+        }
+        self.barrier.wait();
+        let total = self.total.lock().ok().and_then(|t| t.clone());
+        total.unwrap_or_else(|| Err("no sum".into())).map_err(TrainError::Stopped)
+    }
+
+    /// This node's parts summed, then summed over the nodes.
+    fn node_total(&self) -> std::result::Result<Vec<f32>, String> {
+        let mut total = vec![0f32; self.len];
+        for p in self.parts.lock().map_err(|_| "poisoned".to_string())?.iter() {
+            for (t, v) in total.iter_mut().zip(p) {
+                *t += v;
+            }
+        }
+        match self.group {
+            None => Ok(total),
+            Some(g) => {
+                let t = Tensor::<B, 1>::from_data(TensorData::new(total, [self.len]), &Default::default());
+                let s = g.sum(t, &self.what)?;
+                Ok(s.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// One step's gradient and loss over several replicas and nodes: each replica computes the
+/// statistics of its part of the batch, they are summed over all replicas, and each replica's
+/// backward pass goes through the global loss (the chain rule through the summed statistics), so
+/// the summed gradients are those of the whole batch's loss, Dice included, whatever the number of
+/// replicas. Then the node's gradients are summed over the nodes as one bucket.
+#[allow(clippy::too_many_arguments)]
+fn replicated_step<B: AutodiffBackend, T: FinetuneTask<B> + Sync>(
+    task: &T,
+    model: &T::Model,
+    devices: &[B::Device],
+    share: Share,
+    group: Option<&Group<B>>,
+    batch: &T::Prepared,
+    images: usize,
+    stochastic: u64,
+    what: String,
+) -> Result<(GradientsParams, f64)>
+where
+    T::Model: Sync,
+{
+    let len = task.statistics_len();
+    let local = local_chunks(images, devices.len(), share).len();
+    let exchange = Exchange {
+        parts: Mutex::new(vec![vec![0f32; len]; local.max(1)]),
+        total: Mutex::new(None),
+        barrier: Barrier::new(local.max(1)),
+        group,
+        len,
+        what,
+    };
+    let device = &devices[0];
+    let (grads, value) = if local == 0 {
+        // more replicas in the run than images in the batch: this node only helps sum
+        let total = exchange.sum(0, vec![0f32; len])?;
+        let loss = task.combine(Tensor::from_data(TensorData::new(total, [len]), device), images);
+        (GradientsParams::new(), crate::losses::scalar(loss))
+    } else {
+        let (grads, values) = data_parallel(model, devices, images, share, |replica: &T::Model, dev, (a, b), w| {
+            with_stochastic_seed(stochastic, a as u64, || {
+                let stats = task.statistics(replica, batch, (a, b), dev);
+                let mine = stats.clone().into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                let total = exchange.sum(w, mine)?;
+                let leaf = Tensor::<B, 1>::from_data(TensorData::new(total, [len]), dev).require_grad();
+                let loss = task.combine(leaf.clone(), images);
+                let value = crate::losses::scalar(loss.clone());
+                let outer = leaf
+                    .grad(&loss.backward())
+                    .ok_or_else(|| TrainError::Replica { replica: w, reason: "the loss has no gradient".into() })?;
+                let surrogate = (stats * Tensor::from_inner(outer)).sum();
+                Ok((GradientsParams::from_grads::<B, _>(surrogate.backward(), replica), value))
+            })
+        })?;
+        (grads, values.first().copied().unwrap_or(f64::NAN))
+    };
+    let Some(g) = group else { return Ok((grads, value)) };
+    let (flat, layout) = crate::cluster::bucket::pack::<B, _>(model, &grads, &[], device);
+    let total = g.sum(Tensor::from_inner(flat), &exchange.what).map_err(TrainError::Stopped)?.inner();
+    let (grads, _) = crate::cluster::bucket::unpack::<B, _>(model, total, &layout);
+    Ok((grads, value))
 }
 
 /// Where a checkpoint left the run.
@@ -169,15 +323,19 @@ pub(crate) fn write_weights(mut sd: StateDict, card: &ModelCard, path: &Path) ->
 
 /// Trains `model` on `task` in `run` (continuing from the latest checkpoint with `resume`);
 /// writes `metrics.jsonl`, `best.safetensors`, `final.safetensors` and checkpoints.
-pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
+pub fn train<B: AutodiffBackend, T: FinetuneTask<B> + Sync>(
     task: &T,
     mut model: T::Model,
     ls: &LoopSettings,
     run: &RunDir,
     resume: bool,
     card: &ModelCard,
-    device: &B::Device,
-) -> Result<LoopOutcome> {
+    par: &Parallel<B>,
+) -> Result<LoopOutcome>
+where
+    T::Model: Sync,
+{
+    let device = par.devices.first().ok_or_else(|| TrainError::invalid("no device to train on"))?;
     let n = task.train_len();
     let bs = ls.batch_size.max(1);
     let per_epoch = n.div_ceil(bs);
@@ -190,14 +348,35 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
     let mut state = LoopState { epoch: 0, best_score: f64::NEG_INFINITY, best_epoch: 0, best_fields: Map::new() };
     let mut resumed_from = None;
     let mut last_fields: Option<(Map<String, Value>, usize)> = None;
-    if resume && let Some((epoch, dir)) = checkpoint::latest(run, "epoch") {
+    // rank 0 alone writes the run folder; another node reads rank 0's checkpoints on a resume
+    let writer = par.nodes.as_ref().is_none_or(Topology::writes);
+    let from = par.checkpoints.as_ref().unwrap_or(run);
+    if resume && let Some((epoch, dir)) = checkpoint::latest(from, "epoch") {
         (model, optim, state) = checkpoint::load(&dir, model, optim, device)?;
         debug_assert_eq!(state.epoch, epoch);
         resumed_from = Some(epoch);
-        checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", epoch)?;
-    } else if resume {
+        if writer {
+            checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", epoch)?;
+        }
+    } else if resume && writer {
         checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", 0)?;
     }
+    let share = match &par.nodes {
+        Some(t) => Share { first: t.rank * par.devices.len(), total: t.nodes * par.devices.len() },
+        None => Share::local(par.devices.len()),
+    };
+    let group = match &par.nodes {
+        Some(t) => {
+            if !ls.quiet {
+                println!("{}", t.describe(par.devices.len()));
+            }
+            let mut g = Group::<B>::join(t.clone(), device)?;
+            let weights = crate::cluster::bucket::weights_hash::<B, _>(&model);
+            g.check(&Fingerprints::new(&par.settings, &task.data_hash(), &weights))?;
+            Some(g)
+        }
+        None => None,
+    };
     let depths = if ls.groups.is_uniform() {
         Vec::new()
     } else {
@@ -206,7 +385,7 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         d
     };
     let sched = WarmupCosine { lr: ls.lr.0, min_lr: ls.lr.1, warmup: ls.warmup_epochs, total: ls.epochs as f64 };
-    let pb = if ls.quiet {
+    let pb = if ls.quiet || !writer {
         indicatif::ProgressBar::hidden()
     } else {
         RunDir::bar(ls.epochs, state.epoch, "finetune", "epochs")
@@ -221,10 +400,38 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
             let step = (epoch * per_epoch + it) as u64;
             // under the lock: a reseed must not land inside another thread's initialisation
             crate::seeds::locked(|| B::seed(device, mix(ls.seed, step, 1)));
-            let loss = with_stochastic_seed(mix(ls.seed ^ 0x64726f70, step, 0), 0, || {
-                task.loss(&model, chunk, &mut rng, device)
-            });
-            let value = crate::losses::scalar(loss.clone());
+            let prepared = task.prepare(chunk, &mut rng);
+            let stochastic = mix(ls.seed ^ 0x64726f70, step, 0);
+            let (grads, value) = if share.total == 1 {
+                let loss = with_stochastic_seed(stochastic, 0, || task.loss(&model, &prepared, device));
+                let value = crate::losses::scalar(loss.clone());
+                // no backward pass through a non-finite loss
+                let grads = value.is_finite().then(|| GradientsParams::from_grads::<B, _>(loss.backward(), &model));
+                (grads, value)
+            } else {
+                let what = format!("epoch {} step {}", epoch + 1, it + 1);
+                let (grads, value) = replicated_step(
+                    task,
+                    &model,
+                    &par.devices,
+                    share,
+                    group.as_ref(),
+                    &prepared,
+                    chunk.len(),
+                    stochastic,
+                    what,
+                )
+                .map_err(|e| {
+                    pb.abandon();
+                    let last = checkpoint::latest(from, "epoch").map(|(k, _)| format!("after epoch {k}"));
+                    TrainError::Stopped(format!(
+                        "{e}. Last checkpoint: {} in {}; start every node again with --resume",
+                        last.unwrap_or_else(|| "none".into()),
+                        checkpoint::dir(from).display()
+                    ))
+                })?;
+                (Some(grads), value)
+            };
             if !value.is_finite() {
                 pb.abandon();
                 let last = checkpoint::latest(run, "epoch").map(|(k, _)| format!("after epoch {k}"));
@@ -238,7 +445,7 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
             }
             losses.push(value);
             let lr = sched.at(epoch as f64 + it as f64 / per_epoch as f64);
-            let grads = GradientsParams::from_grads::<B, _>(loss.backward(), &model);
+            let grads = grads.unwrap_or_default();
             if ls.groups.is_uniform() {
                 model = optim.step(lr, model, grads);
             } else {
@@ -253,6 +460,11 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         // validation every `validate_every` epochs and after the last
         let v = ((epoch + 1).is_multiple_of(ls.validate_every.max(1)) || epoch + 1 == ls.epochs)
             .then(|| task.validate(&model.valid(), device));
+        if !writer {
+            // every node validates (so that none waits for rank 0's validation); rank 0 logs and keeps
+            state.epoch = epoch + 1;
+            continue;
+        }
         let train_loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
         let mut line = Map::new();
         line.insert("epoch".into(), json!(epoch + 1));
@@ -287,6 +499,12 @@ pub fn train<B: AutodiffBackend, T: FinetuneTask<B>>(
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if let Some(g) = group {
+        g.finish();
+    }
+    if !writer {
+        return Ok(LoopOutcome { best: (f64::NAN, 0, Map::new()), resumed_from });
+    }
     let (_, sd) = export_state_dict::<B, _>(model);
     let last = last_fields.as_ref().map_or(card.clone(), |(f, e)| with_metrics(card, f, *e));
     write_weights(sd, &last, &run.join("final.safetensors"))?;
@@ -327,11 +545,11 @@ fn run_task<B: AutodiffBackend>(
     run: &RunDir,
     resume: bool,
     quiet: bool,
-    device: &B::Device,
+    par: &Parallel<B>,
 ) -> Result<Outcome> {
     Ok(match cfg.task {
-        Task::Segmentation => Outcome::Seg(seg::run::<B>(cfg, set, init, run, resume, quiet, device)?),
-        Task::Classification => Outcome::Cls(cls::run::<B>(cfg, set, init, run, resume, quiet, device)?),
+        Task::Segmentation => Outcome::Seg(seg::run::<B>(cfg, set, init, run, resume, quiet, par)?),
+        Task::Classification => Outcome::Cls(cls::run::<B>(cfg, set, init, run, resume, quiet, par)?),
     })
 }
 
@@ -340,17 +558,61 @@ pub fn start<B: AutodiffBackend>(resolved: &Resolved, out: &Path, device: &B::De
     start_quiet::<B>(resolved, out, false, device)
 }
 
-/// [`start`], without the progress bar when `quiet`.
+/// [`start`], without the progress bar when `quiet`, on `devices = N` replicas of `device`.
 pub fn start_quiet<B: AutodiffBackend>(
     resolved: &Resolved,
     out: &Path,
     quiet: bool,
     device: &B::Device,
 ) -> Result<(RunDir, Outcome)> {
-    let run = RunDir::create(out)?;
-    resolved.config.write(&run)?;
-    let outcome = run_task::<B>(&resolved.config, &resolved.set, resolved.init.as_ref(), &run, false, quiet, device)?;
-    Ok((run, outcome))
+    let devices = vec![device.clone(); resolved.config.devices.max(1)];
+    let (run, outcome) = start_on::<B>(resolved, out, devices, None, quiet)?;
+    Ok((run.ok_or_else(|| TrainError::invalid("no run folder"))?, outcome))
+}
+
+/// A hash of the settings every node of a run must share: the config without its data and
+/// splits paths (nodes may mount them elsewhere; their contents are checked apart).
+fn settings_hash(cfg: &FinetuneConfig) -> Result<blake3::Hash> {
+    let mut shared = cfg.clone();
+    shared.data = std::path::PathBuf::new();
+    shared.splits = None;
+    Ok(blake3::hash(&serde_json::to_vec(&shared).map_err(|e| TrainError::invalid(e.to_string()))?))
+}
+
+/// A node other than rank 0 writes what a run writes into a scratch folder of its own, removed at the end.
+fn scratch_run(rank: usize) -> Result<(std::path::PathBuf, RunDir)> {
+    let dir = std::env::temp_dir().join(format!("vismae-node{rank}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((dir.clone(), RunDir::create(&dir)?))
+}
+
+/// [`start`] as one node of a multi-node run (`nodes`; `None`: alone) on `devices`. Rank 0
+/// creates `out` and alone writes to it; the other nodes return no run folder.
+pub fn start_on<B: AutodiffBackend>(
+    resolved: &Resolved,
+    out: &Path,
+    devices: Vec<B::Device>,
+    nodes: Option<Topology>,
+    quiet: bool,
+) -> Result<(Option<RunDir>, Outcome)> {
+    let cfg = &resolved.config;
+    let par = Parallel { devices, settings: settings_hash(cfg)?, checkpoints: None, nodes };
+    let init = resolved.init.as_ref();
+    match par.nodes.as_ref().filter(|t| !t.writes()) {
+        Some(t) => {
+            let (dir, run) = scratch_run(t.rank)?;
+            let outcome = run_task::<B>(cfg, &resolved.set, init, &run, false, quiet, &par);
+            drop(run);
+            let _ = std::fs::remove_dir_all(dir);
+            Ok((None, outcome?))
+        }
+        None => {
+            let run = RunDir::create(out)?;
+            cfg.write(&run)?;
+            let outcome = run_task::<B>(cfg, &resolved.set, init, &run, false, quiet, &par)?;
+            Ok((Some(run), outcome))
+        }
+    }
 }
 
 /// Continues the run in `dir` (which must be of `task`, when given) from its latest checkpoint.
@@ -369,10 +631,36 @@ pub fn resume_quiet<B: AutodiffBackend>(
     quiet: bool,
     device: &B::Device,
 ) -> Result<(FinetuneConfig, RunDir, Outcome)> {
-    let run = RunDir::open_existing(dir)?;
+    resume_on::<B>(dir, task, |n| vec![device.clone(); n], None, quiet)
+}
+
+/// [`resume`] as one node of a multi-node run (`nodes`; `None`: alone), with any number of
+/// nodes; `devices(n)` gives the run's `n` replicas. Every node reads the run folder (a
+/// filesystem they share); rank 0 alone writes to it.
+pub fn resume_on<B: AutodiffBackend>(
+    dir: &Path,
+    task: Option<Task>,
+    devices: impl FnOnce(usize) -> Vec<B::Device>,
+    nodes: Option<Topology>,
+    quiet: bool,
+) -> Result<(FinetuneConfig, RunDir, Outcome)> {
+    let writes = nodes.as_ref().is_none_or(Topology::writes);
+    let run = if writes { RunDir::open_existing(dir)? } else { RunDir::open_reader(dir)? };
     let cfg = FinetuneConfig::read(dir, task)?;
     let set = vismae_data::labelled::open(&cfg.data)?;
     let init = read_init(&cfg.init)?;
-    let outcome = run_task::<B>(&cfg, &set, init.as_ref(), &run, true, quiet, device)?;
+    let mut par =
+        Parallel { devices: devices(cfg.devices.max(1)), settings: settings_hash(&cfg)?, checkpoints: None, nodes };
+    let outcome = if writes {
+        run_task::<B>(&cfg, &set, init.as_ref(), &run, true, quiet, &par)?
+    } else {
+        let rank = par.nodes.as_ref().map_or(0, |t| t.rank);
+        par.checkpoints = Some(run.clone());
+        let (scratch_dir, scratch) = scratch_run(rank)?;
+        let outcome = run_task::<B>(&cfg, &set, init.as_ref(), &scratch, true, quiet, &par);
+        drop(scratch);
+        let _ = std::fs::remove_dir_all(scratch_dir);
+        outcome?
+    };
     Ok((cfg, run, outcome))
 }

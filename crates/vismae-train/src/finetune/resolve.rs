@@ -232,10 +232,8 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
     if !(req.fraction > 0.0 && req.fraction <= 1.0) {
         return Err(TrainError::invalid(format!("fraction {} must be in (0, 1]", req.fraction)));
     }
-    if devices != 1 {
-        return Err(TrainError::invalid(format!(
-            "devices = {devices}: fine-tuning trains on one replica in this version (its validation and prediction use every core); set devices = 1"
-        )));
+    if devices == 0 {
+        return Err(TrainError::invalid("devices = 0: fine-tuning needs at least one replica"));
     }
     let (warmup_epochs, derived) = resolve_warmup(warmup, epochs as f64, reference)?;
     if derived {
@@ -349,7 +347,7 @@ pub fn resolve(req: &FinetuneRequest) -> Result<Resolved> {
         preprocess: spec,
         encoder_preprocess,
         warmup_epochs,
-        devices: 1,
+        devices,
         layer_norm_eps,
     };
     Ok(Resolved { config, set, init: init.1, warnings })

@@ -22,13 +22,13 @@ use vismae_run::{
     FinetuneConfig, ModelCard, ModelKind, Origin, Preprocess, RunDir, SegInput, SegSettings, SegSummary, Tta,
 };
 
-use super::{FinetuneTask, LoopSettings, LrGroups, Validation, apply_init, check_sizes, train};
+use super::{FinetuneTask, LoopSettings, LrGroups, Parallel, Validation, apply_init, check_sizes, train};
 use crate::augment;
 use crate::error::{Result, TrainError};
 use crate::infer::{
     SlidingWindow, argmax_labels, finished_padded, labels_to_size, seg_probabilities, sliding_probabilities,
 };
-use crate::losses::{one_hot, seg_loss};
+use crate::losses::{one_hot, seg_combine, seg_loss, seg_statistics};
 
 /// What a run did.
 #[derive(Clone, Debug)]
@@ -214,6 +214,15 @@ fn validate_cases<B: burn::tensor::backend::Backend>(
     acc.foreground_dice()
 }
 
+/// A prepared training batch: inputs (finished in patch mode) and masks, image after image.
+struct SegBatch {
+    imgs: Vec<f32>,
+    masks: Vec<u8>,
+    images: usize,
+    planes: usize,
+    finished: bool,
+}
+
 struct SegTask<'a> {
     train: Vec<Example>,
     patches: Vec<PatchSource>,
@@ -223,14 +232,35 @@ struct SegTask<'a> {
     classes: usize,
 }
 
+impl SegTask<'_> {
+    /// The input and one-hot target of images `first..end` of a prepared batch.
+    fn tensors<B: AutodiffBackend>(
+        &self,
+        batch: &SegBatch,
+        (a, b): (usize, usize),
+        device: &B::Device,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let n = self.spec.size;
+        let (k, per) = (b - a, batch.planes * n * n);
+        let imgs = &batch.imgs[a * per..b * per];
+        let x = if batch.finished {
+            crate::input::finished::<B>(imgs, k, batch.planes, n, device)
+        } else {
+            crate::input::batch::<B>(self.spec, imgs, k, batch.planes, device)
+        };
+        (x, one_hot::<B>(&batch.masks[a * n * n..b * n * n], k, self.classes, n, n, device))
+    }
+}
+
 impl<B: AutodiffBackend> FinetuneTask<B> for SegTask<'_> {
     type Model = SwinUnet<B>;
+    type Prepared = SegBatch;
 
     fn train_len(&self) -> usize {
         self.train.len().max(self.patches.len())
     }
 
-    fn loss(&self, model: &SwinUnet<B>, batch: &[usize], rng: &mut ChaCha8Rng, device: &B::Device) -> Tensor<B, 1> {
+    fn prepare(&self, batch: &[usize], rng: &mut ChaCha8Rng) -> SegBatch {
         let n = self.spec.size;
         if !self.patches.is_empty() {
             // patch mode: a patch drawn from each slice, augmented; the input is already finished
@@ -242,9 +272,7 @@ impl<B: AutodiffBackend> FinetuneTask<B> for SegTask<'_> {
                 imgs.extend(img);
                 masks.extend(mask);
             }
-            let x = crate::input::finished::<B>(&imgs, batch.len(), c_in, n, device);
-            let target = one_hot::<B>(&masks, batch.len(), self.classes, n, n, device);
-            return seg_loss(model.forward(x), target, self.s.dice_weight, self.s.ce_weight);
+            return SegBatch { imgs, masks, images: batch.len(), planes: c_in, finished: true };
         }
         let planes = self.train.first().map_or(1, |e| e.planes.planes);
         let (mut imgs, mut masks) =
@@ -255,9 +283,45 @@ impl<B: AutodiffBackend> FinetuneTask<B> for SegTask<'_> {
             imgs.extend(img);
             masks.extend(mask);
         }
-        let x = crate::input::batch::<B>(self.spec, &imgs, batch.len(), planes, device);
-        let target = one_hot::<B>(&masks, batch.len(), self.classes, n, n, device);
+        SegBatch { imgs, masks, images: batch.len(), planes, finished: false }
+    }
+
+    fn loss(&self, model: &SwinUnet<B>, batch: &SegBatch, device: &B::Device) -> Tensor<B, 1> {
+        let (x, target) = self.tensors::<B>(batch, (0, batch.images), device);
         seg_loss(model.forward(x), target, self.s.dice_weight, self.s.ce_weight)
+    }
+
+    fn statistics_len(&self) -> usize {
+        3 * (self.classes - 1) + 1
+    }
+
+    fn statistics(
+        &self,
+        model: &SwinUnet<B>,
+        batch: &SegBatch,
+        range: (usize, usize),
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (x, target) = self.tensors::<B>(batch, range, device);
+        seg_statistics(model.forward(x), target)
+    }
+
+    fn combine(&self, statistics: Tensor<B, 1>, images: usize) -> Tensor<B, 1> {
+        let pixels = images * self.spec.size * self.spec.size;
+        seg_combine(statistics, self.classes, pixels, self.s.dice_weight, self.s.ce_weight)
+    }
+
+    fn data_hash(&self) -> blake3::Hash {
+        let mut h = blake3::Hasher::new();
+        for e in &self.train {
+            crate::cluster::hash_floats(&mut h, &e.planes.data);
+            h.update(&e.mask);
+        }
+        for p in &self.patches {
+            crate::cluster::hash_floats(&mut h, &p.data);
+            h.update(&p.mask);
+        }
+        h.finalize()
     }
 
     fn validate(&self, model: &SwinUnet<B::InnerBackend>, device: &B::Device) -> Validation {
@@ -317,10 +381,11 @@ pub fn run<B: AutodiffBackend>(
     run: &RunDir,
     resume: bool,
     quiet: bool,
-    device: &B::Device,
+    par: &Parallel<B>,
 ) -> Result<SegOutcome> {
     let started = Instant::now();
     let s = cfg.seg().ok_or_else(|| TrainError::invalid("not a segmentation run"))?;
+    let device = par.devices.first().ok_or_else(|| TrainError::invalid("no device to train on"))?;
     let spec = &cfg.preprocess;
     // layouts that name their classes (nnU-Net, datalists) bound the labels; CSV masks define them
     let bound = if set.classes.is_empty() { 256 } else { set.classes.len() };
@@ -376,7 +441,7 @@ pub fn run<B: AutodiffBackend>(
         quiet,
         validate_every: s.validate_every,
     };
-    let done = train::<B, _>(&task, model, &ls, run, resume, &card, device)?;
+    let done = train::<B, _>(&task, model, &ls, run, resume, &card, par)?;
     let out = SegOutcome {
         best: (done.best.0, done.best.1),
         images,

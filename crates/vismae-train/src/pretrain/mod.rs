@@ -19,7 +19,7 @@ use crate::cluster::Topology;
 
 pub use engine::{CheckpointState, PretrainOutcome, card, latest_checkpoint};
 pub use mae::mae_config;
-pub(crate) use replicas::{Share, data_parallel};
+pub(crate) use replicas::{Share, data_parallel, local_chunks};
 pub use resolve::{PretrainFlags, PretrainRequest, describe, resolve};
 pub use simclr::simclr_config;
 

@@ -89,8 +89,11 @@ fn folds_fractions_devices_and_tasks_that_do_not_fit_are_refused() {
     r.fraction = 0.5;
     r.fold = 7;
     assert!(error(&r).contains("fold 7 does not exist"));
-    let e = error(&request(&data, &["devices=2"]));
-    assert!(e.contains("devices = 2"), "{e}");
+    let e = error(&request(&data, &["devices=0"]));
+    assert!(e.contains("devices = 0"), "{e}");
+    // several replicas are a setting of the run
+    let r = resolve(&request(&data, &["devices=2"])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.config.devices, 2);
     let mut cls = request(&data, &[]);
     cls.task = Task::Classification;
     cls.settings = SettingsFrom::User(Overrides::default());
