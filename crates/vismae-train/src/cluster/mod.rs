@@ -18,7 +18,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use burn::collective::{self, AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
-use burn::tensor::backend::Backend;
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_communication::Address;
 
@@ -291,9 +293,42 @@ impl<B: Backend> Group<B> {
         }
     }
 
+    /// Joins the run as [`Group::join`] does (printing the topology unless `quiet`), then checks
+    /// `mine` against every node's ([`Group::check`]).
+    pub fn start(
+        topology: Topology,
+        replicas: usize,
+        quiet: bool,
+        device: &B::Device,
+        mine: &Fingerprints,
+    ) -> Result<Self> {
+        if !quiet {
+            println!("{}", topology.describe(replicas));
+        }
+        let mut g = Self::join(topology, device)?;
+        g.check(mine)?;
+        Ok(g)
+    }
+
     /// Leaves the collective (every node calls it after its last step).
     pub fn finish(self) {
         let _ = bounded(self.topology.timeout, move || collective::finish_collective::<B>(self.peer));
+    }
+}
+
+impl<B: AutodiffBackend> Group<B> {
+    /// Sums a node's gradients of `model` and `extra` values over the nodes, as one bucket.
+    pub(crate) fn sum_gradients<M: AutodiffModule<B>>(
+        &self,
+        model: &M,
+        grads: &GradientsParams,
+        extra: &[f32],
+        device: &B::Device,
+        what: &str,
+    ) -> std::result::Result<(GradientsParams, Vec<f32>), String> {
+        let (flat, layout) = bucket::pack::<B, _>(model, grads, extra, device);
+        let total = self.sum(Tensor::from_inner(flat), what)?.inner();
+        Ok(bucket::unpack::<B, _>(model, total, &layout))
     }
 }
 

@@ -240,9 +240,7 @@ where
         (grads, values.first().copied().unwrap_or(f64::NAN))
     };
     let Some(g) = group else { return Ok((grads, value)) };
-    let (flat, layout) = crate::cluster::bucket::pack::<B, _>(model, &grads, &[], device);
-    let total = g.sum(Tensor::from_inner(flat), &exchange.what).map_err(TrainError::Stopped)?.inner();
-    let (grads, _) = crate::cluster::bucket::unpack::<B, _>(model, total, &layout);
+    let (grads, _) = g.sum_gradients(model, &grads, &[], device, &exchange.what).map_err(TrainError::Stopped)?;
     Ok((grads, value))
 }
 
@@ -361,19 +359,12 @@ where
     } else if resume && writer {
         checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", 0)?;
     }
-    let share = match &par.nodes {
-        Some(t) => Share { first: t.rank * par.devices.len(), total: t.nodes * par.devices.len() },
-        None => Share::local(par.devices.len()),
-    };
+    let share = Share::of(par.nodes.as_ref(), par.devices.len());
     let group = match &par.nodes {
         Some(t) => {
-            if !ls.quiet {
-                println!("{}", t.describe(par.devices.len()));
-            }
-            let mut g = Group::<B>::join(t.clone(), device)?;
             let weights = crate::cluster::bucket::weights_hash::<B, _>(&model);
-            g.check(&Fingerprints::new(&par.settings, &task.data_hash(), &weights))?;
-            Some(g)
+            let mine = Fingerprints::new(&par.settings, &task.data_hash(), &weights);
+            Some(Group::<B>::start(t.clone(), par.devices.len(), ls.quiet, device, &mine)?)
         }
         None => None,
     };

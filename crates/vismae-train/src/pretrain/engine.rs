@@ -12,7 +12,6 @@ use std::time::Instant;
 
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -216,19 +215,9 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
             checkpoint::truncate_jsonl(run, "metrics.jsonl", "step", step)?;
         }
     }
-    let share = match &nodes {
-        Some(t) => Share { first: t.rank * devices.len(), total: t.nodes * devices.len() },
-        None => Share::local(devices.len()),
-    };
+    let share = Share::of(nodes.as_ref(), devices.len());
     let group = match nodes {
-        Some(t) => {
-            if !quiet {
-                println!("{}", t.describe(devices.len()));
-            }
-            let mut g = Group::<B>::join(t, device)?;
-            g.check(&fingerprints::<B, _>(cfg, &model)?)?;
-            Some(g)
-        }
+        Some(t) => Some(Group::<B>::start(t, devices.len(), quiet, device, &fingerprints::<B, _>(cfg, &model)?)?),
         None => None,
     };
     // the node that writes the run folder (the only node, or rank 0)
@@ -288,18 +277,14 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
         if let Some(g) = &group {
             // one bucket per step: the node's summed gradients and its losses, summed over the nodes
             let extra: Vec<f32> = values.iter().flat_map(|v| split(*v)).collect();
-            let (flat, layout) = cluster::bucket::pack::<B, _>(&model, &grads, &extra, device);
-            let total = g
-                .sum(Tensor::from_inner(flat), &format!("step {}", step + 1))
-                .map_err(|why| {
+            let (reduced, extra) =
+                g.sum_gradients(&model, &grads, &extra, device, &format!("step {}", step + 1)).map_err(|why| {
                     pb.abandon();
                     TrainError::Stopped(format!(
                         "{why}. Last checkpoint: {}; start every node again with --resume",
                         last_checkpoint()
                     ))
-                })?
-                .inner();
-            let (reduced, extra) = cluster::bucket::unpack::<B, _>(&model, total, &layout);
+                })?;
             grads = reduced;
             values = extra.chunks(2).map(|p| f64::from(p[0]) + f64::from(p[1])).collect();
         }

@@ -40,6 +40,14 @@ impl Share {
     pub(crate) fn local(devices: usize) -> Self {
         Self { first: 0, total: devices }
     }
+
+    /// This node's share with `devices` replicas, among `nodes` (`None`: alone).
+    pub(crate) fn of(nodes: Option<&crate::cluster::Topology>, devices: usize) -> Self {
+        match nodes {
+            Some(t) => Self { first: t.rank * devices, total: t.nodes * devices },
+            None => Self::local(devices),
+        }
+    }
 }
 
 /// The ranges of a micro-batch of `n` images that this node's replicas take: its part of the
