@@ -160,17 +160,25 @@ fn nodes_that_run_other_settings_refuse_to_start_naming_what_differs() {
     let ds = dataset("nodes-differ-ds");
     let out = scratch("nodes-differ");
     let _ = std::fs::remove_dir_all(&out);
-    let port = free_port();
     let same = pretrain_args(&ds, &out, 5, &["--devices", "1"]);
-    let other = pretrain_args(&ds, &out, 5, &["--devices", "1", "--set", "mask_ratio=0.5"]);
-    let a = node(&same, 2, 0, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
-    let b = node(&other, 2, 1, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
-    for (r, c) in [a, b].into_iter().enumerate() {
-        let (ok, err) = finish(c, Duration::from_secs(120));
-        assert!(!ok, "node {r} started");
-        assert!(err.contains("node 1 differs from node 0 in the settings"), "node {r}: {err}");
+    let cases = [
+        (vec!["--devices", "1", "--set", "mask_ratio=0.5"], "node 1 differs from node 0 in the settings"),
+        (vec!["--devices", "2"], "node 1 has 2 replicas, node 0 1: give every node the same --devices"),
+    ];
+    for (other, says) in cases {
+        let port = free_port();
+        let other = pretrain_args(&ds, &out, 5, &other);
+        let a = node(&same, 2, 0, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+        let b = node(&other, 2, 1, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+        for (r, c) in [a, b].into_iter().enumerate() {
+            let (ok, err) = finish(c, Duration::from_secs(120));
+            assert!(!ok, "node {r} started");
+            assert!(err.contains(says), "node {r}: {err}");
+        }
+        // rank 0 made the run folder and wrote its config; no step ran
+        assert!(metrics(&out).is_empty(), "a step ran");
+        let _ = std::fs::remove_dir_all(&out);
     }
-    assert!(metrics(&out).is_empty(), "a step ran");
     // flags that need --nodes say so
     let e = fails(vismae().args(pretrain_args(&ds, &scratch("nodes-flag"), 1, &["--node-rank", "1"])));
     assert!(e.contains("need --nodes"), "{e}");

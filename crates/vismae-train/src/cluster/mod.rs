@@ -76,8 +76,8 @@ pub fn hash_floats(h: &mut blake3::Hasher, values: &[f32]) {
     }
 }
 
-/// Values per node in the start-up exchange: presence, 3 x 8 fingerprint bytes, IPv4 and port.
-const SLOT: usize = 1 + 24 + 4 + 2;
+/// Values per node in the start-up exchange: presence, 3 x 8 fingerprint bytes, IPv4, port and replicas.
+const SLOT: usize = 1 + 24 + 4 + 2 + 1;
 
 /// How a bounded call ended.
 enum Bounded<T> {
@@ -225,13 +225,15 @@ impl<B: Backend> Group<B> {
         (!gone.is_empty()).then(|| gone.join(", "))
     }
 
-    /// Checks that every node runs what rank 0 runs, and that every rank is taken once; learns
+    /// Checks that every node runs what rank 0 runs with as many replicas (`replicas`: this node's),
+    /// and that every rank is taken once; learns
     /// every node's address. Every node gets the same verdict.
-    pub fn check(&mut self, mine: &Fingerprints) -> Result<()> {
+    pub fn check(&mut self, mine: &Fingerprints, replicas: usize) -> Result<()> {
         let (n, rank) = (self.topology.nodes, self.topology.rank);
         let mut v = vec![0f32; n * SLOT];
         let slot = &mut v[rank * SLOT..(rank + 1) * SLOT];
         slot[0] = 1.0;
+        slot[31] = replicas as f32;
         for (i, b) in mine.settings.iter().chain(&mine.dataset).chain(&mine.weights).enumerate() {
             slot[1 + i] = f32::from(*b);
         }
@@ -274,6 +276,12 @@ impl<B: Backend> Group<B> {
                 if !differs.is_empty() {
                     problems.push(format!("node {r} differs from node 0 in {}", differs.join(", ")));
                 }
+                let (theirs, first) = (byte(r, 31), byte(0, 31));
+                if theirs != first {
+                    problems.push(format!(
+                        "node {r} has {theirs} replicas, node 0 {first}: give every node the same --devices"
+                    ));
+                }
             }
         }
         self.addresses = (0..n)
@@ -294,7 +302,7 @@ impl<B: Backend> Group<B> {
     }
 
     /// Joins the run as [`Group::join`] does (printing the topology unless `quiet`), then checks
-    /// `mine` against every node's ([`Group::check`]).
+    /// `mine` and the node's `replicas` against every node's ([`Group::check`]).
     pub fn start(
         topology: Topology,
         replicas: usize,
@@ -306,7 +314,7 @@ impl<B: Backend> Group<B> {
             println!("{}", topology.describe(replicas));
         }
         let mut g = Self::join(topology, device)?;
-        g.check(mine)?;
+        g.check(mine, replicas)?;
         Ok(g)
     }
 

@@ -567,6 +567,12 @@ fn settings_hash(cfg: &FinetuneConfig) -> Result<blake3::Hash> {
     let mut shared = cfg.clone();
     shared.data = std::path::PathBuf::new();
     shared.splits = None;
+    // the replicas are checked by their count
+    shared.devices = 0;
+    match &mut shared.settings {
+        vismae_run::TaskSettings::Segmentation(s) => s.devices = 0,
+        vismae_run::TaskSettings::Classification(s) => s.devices = 0,
+    }
     Ok(blake3::hash(&serde_json::to_vec(&shared).map_err(|e| TrainError::invalid(e.to_string()))?))
 }
 

@@ -161,7 +161,9 @@ pub(crate) fn run<B: AutodiffBackend>(
 /// The fingerprints a node's start is checked by: settings (without the data path), dataset and weights.
 fn fingerprints<B: AutodiffBackend, M: AutodiffModule<B>>(cfg: &PretrainConfig, model: &M) -> Result<Fingerprints> {
     let mut shared = cfg.clone();
+    // checked apart: the data by its manifests, the replicas by their count
     shared.data = PathBuf::new();
+    (shared.devices, shared.settings.devices) = (0, 0);
     let settings = serde_json::to_vec(&shared).map_err(|e| TrainError::invalid(e.to_string()))?;
     Ok(Fingerprints::new(
         &blake3::hash(&settings),
