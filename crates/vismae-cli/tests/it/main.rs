@@ -47,14 +47,39 @@ pub fn fails(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Starts `cmd` and kills it (SIGKILL) after `ms` milliseconds.
-pub fn kill_after(cmd: &mut Command, ms: u64) {
+/// Starts `cmd` and kills it (SIGKILL) as soon as `path` exists (a checkpoint the run wrote), so
+/// that the kill lands mid-run however fast or loaded the machine is. Panics if the run ends first.
+pub fn kill_when(cmd: &mut Command, path: &std::path::Path) {
+    kill_once(cmd, &path.display().to_string(), || path.exists());
+}
+
+/// Every file named `name` under `dir`.
+pub fn files_named(dir: &std::path::Path, name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            found.extend(files_named(&p, name));
+        } else if p.file_name().is_some_and(|n| n == name) {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// Starts `cmd` and kills it (SIGKILL) as soon as `ready()` (what it waits for: `what`).
+pub fn kill_once(cmd: &mut Command, what: &str, ready: impl Fn() -> bool) {
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{e}"));
-    std::thread::sleep(std::time::Duration::from_millis(ms));
+    while !ready() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     let _ = child.kill();
     let _ = child.wait();
 }
