@@ -140,13 +140,7 @@ fn a_killed_node_stops_the_others_naming_it_and_every_node_resumes() {
     // every node resumes from rank 0's checkpoint, here with three nodes
     let resume: Vec<String> =
         ["pretrain", "--resume", &run.display().to_string()].iter().map(|s| s.to_string()).collect();
-    let resume_node = |r: usize, port: u16| node(&resume, 3, r, port, free_port());
-    let port = free_port();
-    let children: Vec<Child> = (0..3).map(|r| resume_node(r, port).spawn().unwrap_or_else(|e| panic!("{e}"))).collect();
-    for (r, c) in children.into_iter().enumerate() {
-        let (ok, err) = finish(c, Duration::from_secs(300));
-        assert!(ok, "resumed node {r} failed:\n{err}");
-    }
+    all_nodes(&resume, 3);
     let want = metrics(&reference);
     let got = metrics(&run);
     assert_eq!(got.len(), steps, "the resumed run did not finish");

@@ -10,30 +10,44 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 
-/// A parameter's key: its module path, and its position among the parameters of that path.
-fn key(path: &[String], ordinal: &mut HashMap<String, usize>) -> String {
-    let joined = path.join(".");
-    let n = ordinal.entry(joined.clone()).or_insert(0);
-    *n += 1;
-    format!("{joined}#{}", *n - 1)
+/// What is done with each float parameter, given its key: its module path and its position
+/// among the parameters of that path (the same in every process, unlike the `ParamId`).
+trait ByPath<B: AutodiffBackend> {
+    fn param<const D: usize>(&mut self, key: String, param: &Param<Tensor<B, D>>);
 }
 
-/// Tracks the module path a visitor is in.
-#[derive(Default)]
-struct Path {
+/// A module visitor that tracks the path and hands each float parameter to `inner` with its key.
+struct Walk<T> {
     stack: Vec<String>,
     ordinal: HashMap<String, usize>,
+    inner: T,
 }
 
-impl Path {
-    fn enter(&mut self, name: &str) {
+impl<T> Walk<T> {
+    /// `inner` called for every float parameter of `model`; returns `inner`.
+    fn over<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, inner: T) -> T
+    where
+        T: ByPath<B>,
+    {
+        let mut w = Walk { stack: Vec::new(), ordinal: HashMap::new(), inner };
+        model.visit(&mut w);
+        w.inner
+    }
+}
+
+impl<B: AutodiffBackend, T: ByPath<B>> ModuleVisitor<B> for Walk<T> {
+    fn enter_module(&mut self, name: &str, _container: &str) {
         self.stack.push(name.to_string());
     }
-    fn exit(&mut self) {
+    fn exit_module(&mut self, _name: &str, _container: &str) {
         self.stack.pop();
     }
-    fn next(&mut self) -> String {
-        key(&self.stack, &mut self.ordinal)
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let joined = self.stack.join(".");
+        let n = self.ordinal.entry(joined.clone()).or_insert(0);
+        *n += 1;
+        let key = format!("{joined}#{}", *n - 1);
+        self.inner.param(key, param);
     }
 }
 
@@ -48,21 +62,13 @@ pub(crate) struct Layout {
 }
 
 struct Gather<'a, B: AutodiffBackend> {
-    path: Path,
     grads: &'a GradientsParams,
     parts: Vec<(String, Tensor<B::InnerBackend, 1>, bool)>,
     device: B::Device,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Gather<'_, B> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.enter(name);
-    }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let k = self.path.next();
+impl<B: AutodiffBackend> ByPath<B> for Gather<'_, B> {
+    fn param<const D: usize>(&mut self, k: String, param: &Param<Tensor<B, D>>) {
         let numel = param.shape().num_elements();
         let (flat, present) = match self.grads.get::<B::InnerBackend, D>(param.id) {
             Some(g) => (g.reshape([numel]), true),
@@ -79,9 +85,7 @@ pub(crate) fn pack<B: AutodiffBackend, M: AutodiffModule<B>>(
     extra: &[f32],
     device: &B::Device,
 ) -> (Tensor<B::InnerBackend, 1>, Layout) {
-    let mut g = Gather::<B> { path: Path::default(), grads, parts: Vec::new(), device: device.clone() };
-    model.visit(&mut g);
-    let mut parts = g.parts;
+    let mut parts = Walk::over(model, Gather::<B> { grads, parts: Vec::new(), device: device.clone() }).parts;
     parts.sort_by(|a, b| a.0.cmp(&b.0));
     let mut entries = HashMap::new();
     let mut offset = 0;
@@ -102,22 +106,14 @@ pub(crate) fn pack<B: AutodiffBackend, M: AutodiffModule<B>>(
 }
 
 struct Scatter<'a, B: AutodiffBackend> {
-    path: Path,
     flat: &'a Tensor<B::InnerBackend, 1>,
     layout: &'a Layout,
     presence: &'a [f32],
     grads: GradientsParams,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Scatter<'_, B> {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.enter(name);
-    }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let k = self.path.next();
+impl<B: AutodiffBackend> ByPath<B> for Scatter<'_, B> {
+    fn param<const D: usize>(&mut self, k: String, param: &Param<Tensor<B, D>>) {
         if let Some(&(offset, n, i)) = self.layout.entries.get(&k)
             && self.presence.get(i).is_some_and(|p| *p > 0.0)
         {
@@ -143,25 +139,16 @@ pub(crate) fn unpack<B: AutodiffBackend, M: AutodiffModule<B>>(
         .to_vec()
         .unwrap_or_default();
     let (presence, extra) = tail.split_at(params.min(tail.len()));
-    let mut s = Scatter::<B> { path: Path::default(), flat: &flat, layout, presence, grads: GradientsParams::new() };
-    model.visit(&mut s);
-    (s.grads, extra.to_vec())
+    let grads = Walk::over(model, Scatter::<B> { flat: &flat, layout, presence, grads: GradientsParams::new() }).grads;
+    (grads, extra.to_vec())
 }
 
 struct Hash {
-    path: Path,
     parts: Vec<(String, Vec<u8>)>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Hash {
-    fn enter_module(&mut self, name: &str, _container: &str) {
-        self.path.enter(name);
-    }
-    fn exit_module(&mut self, _name: &str, _container: &str) {
-        self.path.exit();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let k = self.path.next();
+impl<B: AutodiffBackend> ByPath<B> for Hash {
+    fn param<const D: usize>(&mut self, k: String, param: &Param<Tensor<B, D>>) {
         let bytes = param.val().into_data().convert::<f32>().as_bytes().to_vec();
         self.parts.push((k, bytes));
     }
@@ -169,11 +156,10 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Hash {
 
 /// A hash of every weight of `model` with its path, in path order.
 pub(crate) fn weights_hash<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> blake3::Hash {
-    let mut h = Hash { path: Path::default(), parts: Vec::new() };
-    model.visit(&mut h);
-    h.parts.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut parts = Walk::over(model, Hash { parts: Vec::new() }).parts;
+    parts.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hasher = blake3::Hasher::new();
-    for (k, bytes) in &h.parts {
+    for (k, bytes) in &parts {
         hasher.update(k.as_bytes());
         hasher.update(bytes);
     }

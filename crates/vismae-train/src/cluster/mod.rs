@@ -68,6 +68,11 @@ pub fn dataset_hash(root: &std::path::Path) -> Result<blake3::Hash> {
     Ok(h.finalize())
 }
 
+/// A hash of settings as JSON (the caller leaves out what nodes may hold differently).
+pub fn settings_hash(settings: &impl serde::Serialize) -> Result<blake3::Hash> {
+    Ok(blake3::hash(&serde_json::to_vec(settings).map_err(|e| TrainError::invalid(e.to_string()))?))
+}
+
 /// Adds float values to a hash, value by value (little-endian bytes).
 pub fn hash_floats(h: &mut blake3::Hasher, values: &[f32]) {
     for chunk in values.chunks(4096) {

@@ -104,21 +104,20 @@ pub fn resolve(flags: &NodeFlags, env: impl Fn(&str) -> Option<String>) -> Resul
             })
             .transpose()
     };
+    // --coordinator, else MASTER_ADDR (else `fallback`) with MASTER_PORT (else the default port)
+    let launched = |fallback: Option<String>| {
+        flags.coordinator.clone().or_else(|| {
+            let port = env("MASTER_PORT").unwrap_or_else(|| DEFAULT_PORT.to_string());
+            env("MASTER_ADDR").or(fallback).map(|h| format!("{h}:{port}"))
+        })
+    };
     let (nodes, rank, coordinator, source) = if let Some(n) = flags.nodes {
         (n, flags.rank, flags.coordinator.clone(), "flags")
     } else if let Some(n) = number("SLURM_NTASKS")?.filter(|&n| n > 1) {
         let first = env("SLURM_JOB_NODELIST").or_else(|| env("SLURM_NODELIST")).map(|l| first_host(&l));
-        let coordinator = flags.coordinator.clone().or_else(|| {
-            let port = env("MASTER_PORT").unwrap_or_else(|| DEFAULT_PORT.to_string());
-            env("MASTER_ADDR").or(first).map(|h| format!("{h}:{port}"))
-        });
-        (n, flags.rank.or(number("SLURM_PROCID")?), coordinator, "Slurm")
+        (n, flags.rank.or(number("SLURM_PROCID")?), launched(first), "Slurm")
     } else if let Some(n) = number("WORLD_SIZE")?.filter(|&n| n > 1) {
-        let coordinator = flags.coordinator.clone().or_else(|| {
-            let port = env("MASTER_PORT").unwrap_or_else(|| DEFAULT_PORT.to_string());
-            env("MASTER_ADDR").map(|h| format!("{h}:{port}"))
-        });
-        (n, flags.rank.or(number("RANK")?), coordinator, "torchrun")
+        (n, flags.rank.or(number("RANK")?), launched(None), "torchrun")
     } else if flags.any() {
         return Err(TrainError::invalid(
             "--node-rank, --coordinator, --node-address, --data-port, --node-timeout and --external-coordinator need --nodes N (or a Slurm or torchrun launch)",

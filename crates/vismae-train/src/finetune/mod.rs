@@ -573,7 +573,7 @@ fn settings_hash(cfg: &FinetuneConfig) -> Result<blake3::Hash> {
         vismae_run::TaskSettings::Segmentation(s) => s.devices = 0,
         vismae_run::TaskSettings::Classification(s) => s.devices = 0,
     }
-    Ok(blake3::hash(&serde_json::to_vec(&shared).map_err(|e| TrainError::invalid(e.to_string()))?))
+    crate::cluster::settings_hash(&shared)
 }
 
 /// A node other than rank 0 writes what a run writes into a scratch folder of its own, removed at the end.

@@ -164,9 +164,8 @@ fn fingerprints<B: AutodiffBackend, M: AutodiffModule<B>>(cfg: &PretrainConfig, 
     // checked apart: the data by its manifests, the replicas by their count
     shared.data = PathBuf::new();
     (shared.devices, shared.settings.devices) = (0, 0);
-    let settings = serde_json::to_vec(&shared).map_err(|e| TrainError::invalid(e.to_string()))?;
     Ok(Fingerprints::new(
-        &blake3::hash(&settings),
+        &cluster::settings_hash(&shared)?,
         &cluster::dataset_hash(&cfg.data)?,
         &cluster::bucket::weights_hash::<B, M>(model),
     ))
