@@ -12,9 +12,10 @@
 pub(crate) mod bucket;
 mod topology;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::Duration;
 
 use burn::collective::{self, AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation};
@@ -39,17 +40,41 @@ pub struct Fingerprints {
     pub dataset: [u8; 8],
     /// The weights the first step starts from (after a resume: the checkpoint's).
     pub weights: [u8; 8],
+    /// What the three stand for, in a refusal (`node 1 differs from node 0 in ...`).
+    pub names: [&'static str; 3],
+}
+
+/// The first 8 bytes of a hash.
+fn short(h: &blake3::Hash) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    b
 }
 
 impl Fingerprints {
     /// The first 8 bytes of each hash.
     pub fn new(settings: &blake3::Hash, dataset: &blake3::Hash, weights: &blake3::Hash) -> Self {
-        let short = |h: &blake3::Hash| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&h.as_bytes()[..8]);
-            b
-        };
-        Self { settings: short(settings), dataset: short(dataset), weights: short(weights) }
+        Self {
+            settings: short(settings),
+            dataset: short(dataset),
+            weights: short(weights),
+            names: ["the settings", "the dataset (its manifests)", "the initial weights"],
+        }
+    }
+
+    /// What the nodes of a study share before its first cell: the study and how far each of its
+    /// cells has got.
+    pub fn study(study: &blake3::Hash, cells: &blake3::Hash) -> Self {
+        Self {
+            settings: short(study),
+            dataset: short(cells),
+            weights: [0; 8],
+            names: [
+                "the study file",
+                "the study's cells or how far each has got (do all nodes share one study folder?)",
+                "nothing",
+            ],
+        }
     }
 }
 
@@ -108,6 +133,33 @@ fn bounded<T: Send + 'static>(timeout: Duration, f: impl FnOnce() -> T + Send + 
     }
 }
 
+/// What a probe of a node's data port found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// It answered an HTTP request.
+    Answers,
+    /// Nobody takes connections there, or the connection closed unanswered.
+    Stopped,
+    /// A connection is taken but nothing answers.
+    Stalled,
+}
+
+/// Asks the data service at `a` for a page that does not exist: a running service answers at
+/// once (404); a stopped process's kernel still takes the connection, but nothing answers.
+fn probe(a: SocketAddr) -> Probe {
+    let wait = Duration::from_secs(3);
+    let Ok(mut s) = TcpStream::connect_timeout(&a, wait) else { return Probe::Stopped };
+    let request = format!("GET /vismae-probe HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n");
+    let _ = s.set_write_timeout(Some(wait));
+    let _ = s.set_read_timeout(Some(wait));
+    let mut byte = [0u8; 1];
+    match s.write_all(request.as_bytes()).and_then(|()| s.read(&mut byte)) {
+        Ok(n) if n > 0 => Probe::Answers,
+        Ok(_) => Probe::Stopped,
+        Err(_) => Probe::Stalled,
+    }
+}
+
 /// `ws://host:port`, with brackets around an IPv6 host.
 fn ws(host: &str, port: u16) -> Result<Address> {
     let h = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
@@ -128,7 +180,7 @@ pub struct Group<B: Backend> {
     topology: Topology,
     peer: PeerId,
     /// Every node's data-service address, learnt in [`Group::check`].
-    addresses: Vec<Option<SocketAddr>>,
+    addresses: Mutex<Vec<Option<SocketAddr>>>,
     _b: std::marker::PhantomData<B>,
 }
 
@@ -172,7 +224,7 @@ impl<B: Backend> Group<B> {
             }
             Bounded::Panicked => return Err(TrainError::Stopped(format!("{waiting}: the collective failed"))),
         }
-        Ok(Self { topology, peer, addresses: Vec::new(), _b: std::marker::PhantomData })
+        Ok(Self { topology, peer, addresses: Mutex::new(Vec::new()), _b: std::marker::PhantomData })
     }
 
     /// This node's place.
@@ -206,34 +258,47 @@ impl<B: Backend> Group<B> {
                 }
                 Bounded::Panicked => ("failed (a peer connection broke)".into(), false),
             };
-        let gone = self.absent();
-        let who = match (gone, stalled) {
-            (Some(g), _) => format!(": {g} stopped (no answer on its data port)"),
-            (None, true) => ": another node stalled or stopped (every node's data service still answers)".into(),
-            (None, false) => String::new(),
-        };
+        let (gone, stuck) = self.probe();
+        let mut who = String::new();
+        if !gone.is_empty() {
+            who.push_str(&format!(": {} stopped (no answer on its data port)", gone.join(", ")));
+        }
+        if !stuck.is_empty() {
+            let sep = if who.is_empty() { ": " } else { "; " };
+            who.push_str(&format!(
+                "{sep}{} stalled (its data port takes connections but its process does not answer)",
+                stuck.join(", ")
+            ));
+        }
+        if who.is_empty() && stalled {
+            who = ": every node still answers, so one is slower than the timeout; give a longer --node-timeout".into();
+        }
         Err(format!("node {} of {}: the all-reduce of {what} {why}{who}", self.topology.rank, self.topology.nodes))
     }
 
-    /// The nodes that no longer answer on their data port, if any.
-    fn absent(&self) -> Option<String> {
-        let gone: Vec<String> = self
-            .addresses
-            .iter()
-            .enumerate()
-            .filter(|(r, _)| *r != self.topology.rank)
-            .filter_map(|(r, a)| {
-                let a = (*a)?;
-                TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_err().then(|| format!("node {r} ({a})"))
-            })
-            .collect();
-        (!gone.is_empty()).then(|| gone.join(", "))
+    /// The other nodes that no longer take connections on their data port (stopped), and those
+    /// that take them but do not answer a request (stalled: a stopped or hung process, whose
+    /// kernel still accepts connections); all probed at once, each for a few seconds at most.
+    fn probe(&self) -> (Vec<String>, Vec<String>) {
+        let addresses = self.addresses.lock().map(|a| a.clone()).unwrap_or_default();
+        let found: Vec<(String, Probe)> = std::thread::scope(|scope| {
+            let probes: Vec<_> = addresses
+                .iter()
+                .enumerate()
+                .filter(|(r, _)| *r != self.topology.rank)
+                .filter_map(|(r, a)| a.map(|a| (r, a)))
+                .map(|(r, a)| scope.spawn(move || (format!("node {r} ({a})"), probe(a))))
+                .collect();
+            probes.into_iter().filter_map(|p| p.join().ok()).collect()
+        });
+        let pick = |want: Probe| found.iter().filter(|(_, p)| *p == want).map(|(n, _)| n.clone()).collect();
+        (pick(Probe::Stopped), pick(Probe::Stalled))
     }
 
     /// Checks that every node runs what rank 0 runs with as many replicas (`replicas`: this node's),
     /// and that every rank is taken once; learns
     /// every node's address. Every node gets the same verdict.
-    pub fn check(&mut self, mine: &Fingerprints, replicas: usize) -> Result<()> {
+    pub fn check(&self, mine: &Fingerprints, replicas: usize) -> Result<()> {
         let (n, rank) = (self.topology.nodes, self.topology.rank);
         let mut v = vec![0f32; n * SLOT];
         let slot = &mut v[rank * SLOT..(rank + 1) * SLOT];
@@ -272,7 +337,7 @@ impl<B: Backend> Group<B> {
             }
         }
         if problems.is_empty() {
-            let names = ["the settings", "the dataset (its manifests)", "the initial weights"];
+            let names = mine.names;
             for r in 1..n {
                 let differs: Vec<&str> = (0..3)
                     .filter(|&p| (0..8).any(|i| byte(r, 1 + p * 8 + i) != byte(0, 1 + p * 8 + i)))
@@ -289,13 +354,16 @@ impl<B: Backend> Group<B> {
                 }
             }
         }
-        self.addresses = (0..n)
+        let addresses = (0..n)
             .map(|r| {
                 let ip = [byte(r, 25), byte(r, 26), byte(r, 27), byte(r, 28)].map(|o| o as u8);
                 let port = (byte(r, 29) << 8 | byte(r, 30)) as u16;
                 (port != 0).then(|| SocketAddr::from((ip, port)))
             })
             .collect();
+        if let Ok(mut a) = self.addresses.lock() {
+            *a = addresses;
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -318,7 +386,7 @@ impl<B: Backend> Group<B> {
         if !quiet {
             println!("{}", topology.describe(replicas));
         }
-        let mut g = Self::join(topology, device)?;
+        let g = Self::join(topology, device)?;
         g.check(mine, replicas)?;
         Ok(g)
     }
@@ -347,9 +415,24 @@ impl<B: AutodiffBackend> Group<B> {
 
 /// burn-communication installs a subscriber that prints every connection and download at INFO
 /// level, unless the process already has one: give it one that records nothing (vismae's own
-/// messages say what matters).
+/// messages say what matters). Its tokio workers report a broken peer connection by panicking, with a backtrace: make that one
+/// line (the error of the call that failed says what it means for the run).
 fn quiet_burn_logs() {
     let _ = tracing_core::dispatcher::set_global_default(tracing_core::Dispatch::none());
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name().is_some_and(|n| n.starts_with("tokio-rt-worker")) {
+                let p = info.payload();
+                let what =
+                    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+                eprintln!("vismae: a connection between nodes broke: {}", what.unwrap_or_default());
+            } else {
+                default(info);
+            }
+        }));
+    });
 }
 
 /// Runs burn's global orchestrator on `host:port` until the process ends.
@@ -374,4 +457,32 @@ pub fn run_coordinator(host: &str, port: u16) -> Result<()> {
     quiet_burn_logs();
     serve_coordinator(host, port);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_tells_a_running_node_from_a_stalled_and_a_stopped_one() {
+        // a service that answers
+        let running = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let at = running.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let server = std::thread::spawn(move || {
+            if let Ok((mut s, _)) = running.accept() {
+                let mut buf = [0u8; 256];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        assert_eq!(probe(at), Probe::Answers);
+        let _ = server.join();
+        // a socket that listens (the kernel takes connections) in a process that never answers
+        let frozen = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let frozen_at = frozen.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(probe(frozen_at), Probe::Stalled);
+        drop(frozen);
+        // nobody listens
+        assert_eq!(probe(frozen_at), Probe::Stopped);
+    }
 }

@@ -223,12 +223,13 @@ fn steps<B: AutodiffBackend, M: Method<B>>(
     };
     // the node that writes the run folder (the only node, or rank 0)
     let writer = run.filter(|_| group.as_ref().is_none_or(|g| g.topology().writes()));
-    let last_checkpoint = || {
-        let last = run.and_then(latest_checkpoint).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
-        match run {
-            Some(r) => format!("{last} in {}", checkpoint::dir(r).display()),
-            None => last,
+    let last_checkpoint = || match run {
+        Some(r) => {
+            let last = latest_checkpoint(r).map(|(k, _)| format!("step {k}")).unwrap_or_else(|| "none".into());
+            format!("{last} in {}", checkpoint::dir(r).display())
         }
+        // a node other than rank 0 that started the run holds no run folder
+        None => "the latest in rank 0's run folder".into(),
     };
     let sched =
         WarmupCosine { lr: s.lr, min_lr: s.min_lr, warmup: cfg.warmup_steps as f64, total: cfg.total_steps as f64 };
