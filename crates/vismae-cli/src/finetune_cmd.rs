@@ -86,7 +86,8 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
                 anyhow::bail!("--resume continues a run with the settings it was started with; give no settings");
             }
             println!("fine-tuning for {task}: resuming {}", dir.display());
-            let (cfg, run_dir, outcome) = finetune::resume_on::<TrainBackend>(dir, Some(task), devices, nodes, false)?;
+            let (cfg, run_dir, outcome) =
+                finetune::resume_on::<TrainBackend>(dir, Some(task), devices, nodes.into(), false)?;
             (outcome, Some(run_dir.path().to_path_buf()), cfg.init.path().is_some())
         }
         None => {
@@ -113,7 +114,7 @@ pub fn run(cmd: FinetuneCommand) -> anyhow::Result<()> {
                 }
             }
             let replicas = devices(resolved.config.devices);
-            let (run_dir, outcome) = finetune::start_on::<TrainBackend>(&resolved, out, replicas, nodes, false)?;
+            let (run_dir, outcome) = finetune::start_on::<TrainBackend>(&resolved, out, replicas, nodes.into(), false)?;
             (outcome, run_dir.map(|r| r.path().to_path_buf()), resolved.init.is_some())
         }
     };

@@ -1,6 +1,7 @@
-//! Multi-node pre-training as several processes over loopback: 2 and 3 nodes log the losses of
-//! one process with as many replicas; a killed node stops the others, naming it, and every node
-//! resumes (with another node count); nodes that differ refuse to start. These runs fail without
+//! Multi-node training as several processes over loopback: 2 and 3 nodes log the losses of one
+//! process with as many replicas; a killed node and a stalled one stop the others, naming it, and
+//! every node resumes (with another node count); nodes that differ refuse to start; fine-tuning
+//! and a study's cells on 2 nodes and 2 devices log the one-replica run. These runs fail without
 //! the patched burn-collective (its second global all-reduce never completed).
 
 use std::path::Path;
@@ -19,11 +20,16 @@ fn free_port() -> u16 {
 
 /// `vismae ARGS` as node `rank` of `nodes`, coordinated at `port`.
 fn node(args: &[String], nodes: usize, rank: usize, port: u16, data_port: u16) -> Command {
+    node_waiting(args, nodes, rank, port, data_port, 20)
+}
+
+/// [`node`] with a timeout of `timeout` seconds.
+fn node_waiting(args: &[String], nodes: usize, rank: usize, port: u16, data_port: u16, timeout: u32) -> Command {
     let mut c = vismae();
     c.args(args)
         .args(["--nodes", &nodes.to_string(), "--node-rank", &rank.to_string()])
         .args(["--coordinator", &format!("127.0.0.1:{port}"), "--data-port", &data_port.to_string()])
-        .args(["--node-timeout", "20"])
+        .args(["--node-timeout", &timeout.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -150,6 +156,38 @@ fn a_killed_node_stops_the_others_naming_it_and_every_node_resumes() {
 }
 
 #[test]
+fn a_stalled_node_stops_the_others_within_the_timeout_naming_it() {
+    let ds = dataset("nodes-stall-ds");
+    let run = scratch("nodes-stall");
+    let _ = std::fs::remove_dir_all(&run);
+    let args = pretrain_args(&ds, &run, 2000, &["--checkpoint-every", "5", "--devices", "1"]);
+    let port = free_port();
+    let timeout = 10;
+    let rank0 = node_waiting(&args, 2, 0, port, free_port(), timeout).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut rank1 = node_waiting(&args, 2, 1, port, free_port(), timeout).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    while !run.join("checkpoints/step-00000005/state.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // node 1 stops (its process is frozen, its port still takes connections)
+    let stopped = Command::new("kill").args(["-STOP", &rank1.id().to_string()]).status();
+    assert!(stopped.is_ok_and(|s| s.success()), "kill -STOP failed");
+    let frozen = Instant::now();
+    let (ok0, err) = finish(rank0, Duration::from_secs(90));
+    let waited = frozen.elapsed();
+    let _ = rank1.kill();
+    let _ = rank1.wait();
+    assert!(!ok0, "node 0 went on without node 1");
+    assert!(
+        waited < Duration::from_secs(u64::from(timeout) + 10),
+        "node 0 took {waited:?} to stop (timeout {timeout} s)"
+    );
+    assert!(err.contains("node 1 (127.0.0.1:") && err.contains("stalled"), "{err}");
+    assert!(err.contains("Last checkpoint") && err.contains("--resume"), "{err}");
+}
+
+#[test]
 fn nodes_that_run_other_settings_refuse_to_start_naming_what_differs() {
     let ds = dataset("nodes-differ-ds");
     let out = scratch("nodes-differ");
@@ -229,5 +267,72 @@ fn fine_tuning_on_two_devices_and_on_two_nodes_logs_the_one_replica_run() {
             }
         }
         assert!(nodes.join("best.safetensors").exists() && nodes.join("final.safetensors").exists());
+    }
+}
+
+/// Every number of a CSV file, row by row.
+fn numbers(path: &Path) -> Vec<Vec<f64>> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().skip(1).map(|l| l.split(',').filter_map(|f| f.parse::<f64>().ok()).collect()).collect()
+}
+
+#[test]
+fn a_study_on_two_devices_and_on_two_nodes_killed_and_run_again_reports_the_one_replica_study() {
+    let dir = scratch("nodes-study");
+    phantom_seg_csv(&dir);
+    let study = |devices: usize| {
+        format!(
+            "reference = \"scratch\"\nfolds = 2\nfractions = [1.0]\nresamples = 200\n\n[finetune]\nvariant = \"tiny\"\nsize = 64\nepochs = 3\nwarmup_epochs = 1.0\nbatch_size = 3\ndevices = {devices}\n\n[[dataset]]\nname = \"phantoms\"\ndata = \"train.csv\"\ntask = \"segmentation\"\n\n[[init]]\nname = \"scratch\"\nweights = \"scratch\"\n"
+        )
+    };
+    for d in [1, 2] {
+        std::fs::write(dir.join(format!("study{d}.toml")), study(d)).unwrap_or_default();
+    }
+    let args = |file: &str, out: &Path| -> Vec<String> {
+        vec!["study".into(), dir.join(file).display().to_string(), "--out".into(), out.display().to_string()]
+    };
+    let (one, two, nodes) = (dir.join("one"), dir.join("two"), dir.join("nodes"));
+    ok(vismae().args(args("study1.toml", &one)).args(["--jobs", "1"]));
+    ok(vismae().args(args("study2.toml", &two)).args(["--jobs", "1"]));
+    // on two nodes: node 1 is killed once the second cell starts; run again, the study finishes
+    let on_nodes = args("study1.toml", &nodes);
+    let port = free_port();
+    let rank0 = node(&on_nodes, 2, 0, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let mut rank1 = node(&on_nodes, 2, 1, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    while !nodes.join("cells/phantoms/scratch/1/fold-1/config.json").exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the second cell did not start within 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = rank1.kill();
+    let _ = rank1.wait();
+    let (ok0, err) = finish(rank0, Duration::from_secs(60));
+    assert!(!ok0, "the study finished before node 1 was killed");
+    assert!(err.contains("node 1") && err.contains("run the same command again on every node"), "{err}");
+    assert!(!nodes.join("report/per_case.csv").exists());
+    all_nodes(&on_nodes, 2);
+    for fold in 0..2 {
+        let cell = format!("cells/phantoms/scratch/1/fold-{fold}");
+        let want = epochs(&one.join(&cell), "val_dice");
+        assert_eq!(want.len(), 3, "{cell}");
+        for (run, what) in [(&two, "2 devices"), (&nodes, "2 nodes")] {
+            let got = epochs(&run.join(&cell), "val_dice");
+            assert_eq!(got.len(), want.len(), "{cell}, {what}");
+            for (e, (a, b)) in want.iter().zip(&got).enumerate() {
+                let rel = (a.0 - b.0).abs() / a.0.abs();
+                assert!(rel < 1e-5, "{cell}, {what}, epoch {}: loss {} against {} (relative {rel:e})", e + 1, a.0, b.0);
+                assert!((a.1 - b.1).abs() < 1e-3, "{cell}, {what}, epoch {}: val_dice {} against {}", e + 1, a.1, b.1);
+            }
+        }
+    }
+    // rank 0 scored every cell: the same per-case values (to the pixels the last weight bits may flip)
+    let want = numbers(&one.join("report/per_case.csv"));
+    assert!(!want.is_empty());
+    for run in [&two, &nodes] {
+        let got = numbers(&run.join("report/per_case.csv"));
+        assert_eq!(got.len(), want.len(), "{}", run.display());
+        for (a, b) in want.iter().flatten().zip(got.iter().flatten()) {
+            assert!((a - b).abs() < 1e-3, "{}: per-case value {b} against {a}", run.display());
+        }
     }
 }

@@ -16,7 +16,7 @@ pub use groups::LrGroups;
 pub use resolve::{FinetuneRequest, Resolved, SettingsFrom, describe, read_init, resolve};
 
 use std::path::Path;
-use std::sync::{Barrier, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
 use burn::module::AutodiffModule;
@@ -115,14 +115,47 @@ pub trait FinetuneTask<B: AutodiffBackend> {
     fn validate(&self, model: &<Self::Model as AutodiffModule<B>>::InnerModule, device: &B::Device) -> Validation;
 }
 
+/// How a fine-tuning run meets the other nodes of a multi-node run.
+pub enum Nodes<B: Backend> {
+    /// There are none.
+    Alone,
+    /// It joins them at its start and leaves at its end.
+    Join(Topology),
+    /// It trains in a group joined before (a study's cells, one after another), which stays joined.
+    Joined(Arc<Group<B>>),
+}
+
+impl<B: Backend> From<Option<Topology>> for Nodes<B> {
+    fn from(t: Option<Topology>) -> Self {
+        t.map_or(Self::Alone, Self::Join)
+    }
+}
+
+impl<B: Backend> Nodes<B> {
+    /// This node's place, if there are others.
+    pub fn topology(&self) -> Option<Topology> {
+        match self {
+            Self::Alone => None,
+            Self::Join(t) => Some(t.clone()),
+            Self::Joined(g) => Some(g.topology().clone()),
+        }
+    }
+
+    /// Whether this node writes the run folder (one node, or rank 0).
+    fn writes(&self) -> bool {
+        self.topology().as_ref().is_none_or(Topology::writes)
+    }
+}
+
 /// Where a fine-tuning run trains: replicas on this node's devices and, in a multi-node run, its
 /// place among the nodes.
-#[derive(Clone, Debug)]
 pub struct Parallel<B: Backend> {
     /// This node's replicas (on the CPU the same device may be listed several times).
     pub devices: Vec<B::Device>,
     /// The multi-node topology (`None`: one node).
     pub nodes: Option<Topology>,
+    /// The group of a run that trains in one joined before ([`Nodes::Joined`]).
+    pub group: Option<Arc<Group<B>>>,
     /// A hash of the run's settings (without the data path), checked against rank 0's.
     pub settings: blake3::Hash,
     /// Where a node other than rank 0 finds the run's checkpoints on `--resume` (its own run
@@ -133,7 +166,17 @@ pub struct Parallel<B: Backend> {
 impl<B: Backend> Parallel<B> {
     /// One replica on `device`, one node.
     pub fn one(device: &B::Device) -> Self {
-        Self { devices: vec![device.clone()], nodes: None, settings: blake3::hash(b""), checkpoints: None }
+        Self { devices: vec![device.clone()], nodes: None, group: None, settings: blake3::hash(b""), checkpoints: None }
+    }
+
+    /// Replicas on `devices`, meeting the other `nodes`; `settings`: the hash nodes compare.
+    fn new(devices: Vec<B::Device>, nodes: Nodes<B>, settings: blake3::Hash) -> Self {
+        let topology = nodes.topology();
+        let group = match nodes {
+            Nodes::Joined(g) => Some(g),
+            Nodes::Alone | Nodes::Join(_) => None,
+        };
+        Self { devices, nodes: topology, group, settings, checkpoints: None }
     }
 }
 
@@ -360,14 +403,17 @@ where
         checkpoint::truncate_jsonl(run, "metrics.jsonl", "epoch", 0)?;
     }
     let share = Share::of(par.nodes.as_ref(), par.devices.len());
-    let group = match &par.nodes {
-        Some(t) => {
-            let weights = crate::cluster::bucket::weights_hash::<B, _>(&model);
-            let mine = Fingerprints::new(&par.settings, &task.data_hash(), &weights);
-            Some(Group::<B>::start(t.clone(), par.devices.len(), ls.quiet, device, &mine)?)
+    // a run of its own joins the nodes now and leaves them at its end; one in a joined group checks
+    let mut own = None;
+    if let Some(t) = &par.nodes {
+        let weights = crate::cluster::bucket::weights_hash::<B, _>(&model);
+        let mine = Fingerprints::new(&par.settings, &task.data_hash(), &weights);
+        match &par.group {
+            Some(g) => g.check(&mine, par.devices.len())?,
+            None => own = Some(Group::<B>::start(t.clone(), par.devices.len(), ls.quiet, device, &mine)?),
         }
-        None => None,
-    };
+    }
+    let group = par.group.as_deref().or(own.as_ref());
     let depths = if ls.groups.is_uniform() {
         Vec::new()
     } else {
@@ -401,26 +447,17 @@ where
                 (grads, value)
             } else {
                 let what = format!("epoch {} step {}", epoch + 1, it + 1);
-                let (grads, value) = replicated_step(
-                    task,
-                    &model,
-                    &par.devices,
-                    share,
-                    group.as_ref(),
-                    &prepared,
-                    chunk.len(),
-                    stochastic,
-                    what,
-                )
-                .map_err(|e| {
-                    pb.abandon();
-                    let last = checkpoint::latest(from, "epoch").map(|(k, _)| format!("after epoch {k}"));
-                    TrainError::Stopped(format!(
-                        "{e}. Last checkpoint: {} in {}; start every node again with --resume",
-                        last.unwrap_or_else(|| "none".into()),
-                        checkpoint::dir(from).display()
-                    ))
-                })?;
+                let (grads, value) =
+                    replicated_step(task, &model, &par.devices, share, group, &prepared, chunk.len(), stochastic, what)
+                        .map_err(|e| {
+                            pb.abandon();
+                            let last = checkpoint::latest(from, "epoch").map(|(k, _)| format!("after epoch {k}"));
+                            TrainError::Stopped(format!(
+                                "{e}. Last checkpoint: {} in {}; start every node again with --resume",
+                                last.unwrap_or_else(|| "none".into()),
+                                checkpoint::dir(from).display()
+                            ))
+                        })?;
                 (Some(grads), value)
             };
             if !value.is_finite() {
@@ -490,7 +527,7 @@ where
         pb.inc(1);
     }
     pb.finish_and_clear();
-    if let Some(g) = group {
+    if let Some(g) = own {
         g.finish();
     }
     if !writer {
@@ -557,7 +594,7 @@ pub fn start_quiet<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<(RunDir, Outcome)> {
     let devices = vec![device.clone(); resolved.config.devices.max(1)];
-    let (run, outcome) = start_on::<B>(resolved, out, devices, None, quiet)?;
+    let (run, outcome) = start_on::<B>(resolved, out, devices, Nodes::Alone, quiet)?;
     Ok((run.ok_or_else(|| TrainError::invalid("no run folder"))?, outcome))
 }
 
@@ -589,11 +626,11 @@ pub fn start_on<B: AutodiffBackend>(
     resolved: &Resolved,
     out: &Path,
     devices: Vec<B::Device>,
-    nodes: Option<Topology>,
+    nodes: Nodes<B>,
     quiet: bool,
 ) -> Result<(Option<RunDir>, Outcome)> {
     let cfg = &resolved.config;
-    let par = Parallel { devices, settings: settings_hash(cfg)?, checkpoints: None, nodes };
+    let par = Parallel::new(devices, nodes, settings_hash(cfg)?);
     let init = resolved.init.as_ref();
     match par.nodes.as_ref().filter(|t| !t.writes()) {
         Some(t) => {
@@ -628,7 +665,7 @@ pub fn resume_quiet<B: AutodiffBackend>(
     quiet: bool,
     device: &B::Device,
 ) -> Result<(FinetuneConfig, RunDir, Outcome)> {
-    resume_on::<B>(dir, task, |n| vec![device.clone(); n], None, quiet)
+    resume_on::<B>(dir, task, |n| vec![device.clone(); n], Nodes::Alone, quiet)
 }
 
 /// [`resume`] as one node of a multi-node run (`nodes`; `None`: alone), with any number of
@@ -638,16 +675,15 @@ pub fn resume_on<B: AutodiffBackend>(
     dir: &Path,
     task: Option<Task>,
     devices: impl FnOnce(usize) -> Vec<B::Device>,
-    nodes: Option<Topology>,
+    nodes: Nodes<B>,
     quiet: bool,
 ) -> Result<(FinetuneConfig, RunDir, Outcome)> {
-    let writes = nodes.as_ref().is_none_or(Topology::writes);
+    let writes = nodes.writes();
     let run = if writes { RunDir::open_existing(dir)? } else { RunDir::open_reader(dir)? };
     let cfg = FinetuneConfig::read(dir, task)?;
     let set = vismae_data::labelled::open(&cfg.data)?;
     let init = read_init(&cfg.init)?;
-    let mut par =
-        Parallel { devices: devices(cfg.devices.max(1)), settings: settings_hash(&cfg)?, checkpoints: None, nodes };
+    let mut par = Parallel::new(devices(cfg.devices.max(1)), nodes, settings_hash(&cfg)?);
     let outcome = if writes {
         run_task::<B>(&cfg, &set, init.as_ref(), &run, true, quiet, &par)?
     } else {

@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use vismae_run::settings::settings_from_table;
 use vismae_run::study::{Selection, StudyDataset, StudyFile, StudyInit, fraction_name, slug};
 use vismae_run::{ClsSettings, FinetuneConfig, Init, Keep, SegSettings, Task, TaskSettings};
-use vismae_train::finetune::{self, FinetuneRequest, SettingsFrom};
+use vismae_train::finetune::{self, FinetuneRequest, Nodes, SettingsFrom};
 use vismae_train::predict::PredictOptions;
 
 use crate::error::{Result, WorkflowError};
@@ -166,16 +166,19 @@ fn clear_unfinished(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Takes `cell` to scored.
-pub fn complete<B: AutodiffBackend>(cell: &Cell, study: &StudyFile, dir: &Path, device: &B::Device) -> Result<()> {
+/// Trains `cell`, which is at `state`, to trained (nothing to do from trained on): a new cell is
+/// resolved and started, a started one resumed, alone or with other `nodes`.
+pub fn train<B: AutodiffBackend>(
+    cell: &Cell,
+    state: CellState,
+    study: &StudyFile,
+    dir: &Path,
+    device: &B::Device,
+    nodes: Nodes<B>,
+) -> Result<()> {
     let d = &study.datasets[cell.dataset];
-    let test_dir = cell.dir.join("test");
-    if let Some(pred) = &cell.predictions {
-        return score_predictions(cell, d, pred, dir, &test_dir);
-    }
     let init = &study.inits[cell.init];
-    match cell.state() {
-        CellState::Scored => return Ok(()),
+    match state {
         CellState::New => {
             let weights = init.weights.clone().unwrap_or_else(|| "scratch".into());
             let req = FinetuneRequest {
@@ -191,12 +194,27 @@ pub fn complete<B: AutodiffBackend>(cell: &Cell, study: &StudyFile, dir: &Path, 
                 settings: SettingsFrom::Given(cell_settings(study, d, init, cell.fraction)?),
             };
             let resolved = finetune::resolve(&req)?;
-            finetune::start_quiet::<B>(&resolved, &cell.dir, true, device)?;
+            let devices = vec![device.clone(); resolved.config.devices.max(1)];
+            finetune::start_on::<B>(&resolved, &cell.dir, devices, nodes, true)?;
         }
         CellState::Started => {
-            finetune::resume_quiet::<B>(&cell.dir, Some(d.task), true, device)?;
+            finetune::resume_on::<B>(&cell.dir, Some(d.task), |n| vec![device.clone(); n], nodes, true)?;
         }
-        CellState::Trained => {}
+        CellState::Trained | CellState::Scored => {}
+    }
+    Ok(())
+}
+
+/// Takes `cell` to scored.
+pub fn complete<B: AutodiffBackend>(cell: &Cell, study: &StudyFile, dir: &Path, device: &B::Device) -> Result<()> {
+    let d = &study.datasets[cell.dataset];
+    let test_dir = cell.dir.join("test");
+    if let Some(pred) = &cell.predictions {
+        return score_predictions(cell, d, pred, dir, &test_dir);
+    }
+    match cell.state() {
+        CellState::Scored => return Ok(()),
+        state => train::<B>(cell, state, study, dir, device, Nodes::Alone)?,
     }
     // the fold's test cases, predicted with the kept weights and scored
     let cfg = FinetuneConfig::read(&cell.dir, Some(d.task))?;

@@ -9,16 +9,24 @@
 //! interrupted cell resumes from its checkpoint, a changed study file is refused with its
 //! differences listed, unless it only adds datasets, initialisations or fractions (then only the
 //! new cells run).
+//!
+//! On several nodes ([`run_on`]) every cell trains data-parallel on all of them, one cell after
+//! another in one group of nodes; rank 0 alone writes the cells, then scores them and writes the
+//! report on its own.
 
 mod cells;
 pub mod results;
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use burn::tensor::backend::AutodiffBackend;
 use vismae_data::splits::{Fold, study_folds};
 use vismae_run::RunDir;
 use vismae_run::study::{StudyFile, slug};
+use vismae_train::cluster::{Fingerprints, Group, Topology, settings_hash};
+use vismae_train::finetune::Nodes;
 
 pub use cells::{Cell, CellState};
 
@@ -41,6 +49,9 @@ pub struct StudySummary {
     pub stats: Vec<results::StatRow>,
     /// Seconds spent.
     pub seconds: f64,
+    /// Whether this process scored the cells and wrote the report (a node other than rank 0
+    /// of a multi-node study only trains).
+    pub reported: bool,
 }
 
 /// The folder of a study's splits of `dataset`.
@@ -143,11 +154,29 @@ pub fn run<B: AutodiffBackend>(
     jobs: usize,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<StudySummary> {
+    run_on::<B>(file, dir, device, jobs, None, say)
+}
+
+/// [`run`] as one node of a multi-node study (`nodes`; `None`: alone). Every node trains every
+/// unfinished cell with the others, in the study's order; then rank 0 scores the cells and writes
+/// the report, and the other nodes stop. The study folder must be one that every node shares.
+pub fn run_on<B: AutodiffBackend>(
+    file: &Path,
+    dir: &Path,
+    device: &B::Device,
+    jobs: usize,
+    nodes: Option<Topology>,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<StudySummary> {
     let started = std::time::Instant::now();
-    let study = open_study(file, dir)?;
-    make_splits(&study, dir)?;
+    let writes = nodes.as_ref().is_none_or(Topology::writes);
+    // rank 0 alone writes the study folder; the nodes compare their study files below
+    let study = if writes { open_study(file, dir)? } else { StudyFile::read(file)? };
+    if writes {
+        make_splits(&study, dir)?;
+    }
     let cells = cells::plan(&study, dir)?;
-    let mut summary = StudySummary { cells: cells.len(), ..Default::default() };
+    let mut summary = StudySummary { cells: cells.len(), reported: writes, ..Default::default() };
     let todo: Vec<&Cell> = cells.iter().filter(|c| c.state() != CellState::Scored).collect();
     summary.skipped = cells.len() - todo.len();
     say(format!(
@@ -159,6 +188,14 @@ pub fn run<B: AutodiffBackend>(
         study.folds,
         summary.skipped
     ));
+    if let Some(t) = nodes {
+        let trained = train_on_nodes::<B>(t, &study, dir, &cells, device, say)?;
+        if !writes {
+            summary.ran = trained;
+            summary.seconds = started.elapsed().as_secs_f64();
+            return Ok(summary);
+        }
+    }
     let pb = RunDir::bar(todo.len(), 0, "study", "cells");
     let failed = std::sync::Mutex::new(Vec::new());
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -193,6 +230,60 @@ pub fn run<B: AutodiffBackend>(
     (summary.report, summary.stats) = results::write(&study, dir, &cells, &dir.join("report"))?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Trains every cell of `cells` that is not trained yet on all `nodes` (each data-parallel over
+/// every node's replicas), one after another; the number trained. Before the first, the nodes
+/// check that they run the same study and see its cells equally far (a study folder they share).
+/// A failed cell stops the study on every node: run it again to continue.
+fn train_on_nodes<B: AutodiffBackend>(
+    topology: Topology,
+    study: &StudyFile,
+    dir: &Path,
+    cells: &[Cell],
+    device: &B::Device,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<usize> {
+    // read before any node writes: all nodes see the same states
+    let states: Vec<CellState> = cells.iter().map(Cell::state).collect();
+    let mut shared = study.clone();
+    shared.jobs = None;
+    for d in &mut shared.datasets {
+        // nodes may mount the data elsewhere; each cell's check compares its training examples
+        d.data = PathBuf::new();
+    }
+    let seen: Vec<(String, String)> = cells.iter().zip(&states).map(|(c, s)| (c.label(), format!("{s:?}"))).collect();
+    let mine = Fingerprints::study(&settings_hash(&shared)?, &settings_hash(&seen)?);
+    let writes = topology.writes();
+    say(format!("{}; cells train on all nodes, one after another", topology.describe(1)));
+    let group = Arc::new(Group::<B>::start(topology, 1, true, device, &mine)?);
+    let todo: Vec<(&Cell, CellState)> = cells
+        .iter()
+        .zip(states)
+        .filter(|(c, s)| c.predictions.is_none() && matches!(s, CellState::New | CellState::Started))
+        .collect();
+    let pb =
+        if writes { RunDir::bar(todo.len(), 0, "study", "cells trained") } else { indicatif::ProgressBar::hidden() };
+    for (cell, state) in &todo {
+        pb.set_message(cell.label());
+        if let Err(e) = cells::train::<B>(cell, *state, study, dir, device, Nodes::Joined(group.clone())) {
+            pb.abandon();
+            if writes {
+                let line = serde_json::json!({"cell": cell.label(), "error": e.to_string()});
+                let _ = vismae_run::run_dir::append_whole(&dir.join("failures.jsonl"), format!("{line}\n").as_bytes());
+            }
+            return Err(WorkflowError::invalid(format!(
+                "{}: {e}\nthe study stopped on every node; run the same command again on every node to continue (trained cells are kept, this one resumes)",
+                cell.label()
+            )));
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    if let Ok(g) = Arc::try_unwrap(group) {
+        g.finish();
+    }
+    Ok(todo.len())
 }
 
 /// Whether `dir` is a study folder.
