@@ -18,7 +18,6 @@ mod cells;
 pub mod results;
 
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use burn::tensor::backend::AutodiffBackend;
@@ -209,11 +208,7 @@ pub fn run_on<B: AutodiffBackend>(
                     pb.set_message(cell.label());
                     if let Err(e) = cells::complete::<B>(cell, &study, dir, device) {
                         pb.println(format!("failed: {}: {e}", cell.label()));
-                        let line = serde_json::json!({"cell": cell.label(), "error": e.to_string()});
-                        let _ = vismae_run::run_dir::append_whole(
-                            &dir.join("failures.jsonl"),
-                            format!("{line}\n").as_bytes(),
-                        );
+                        record_failure(dir, cell, &e);
                         if let Ok(mut f) = failed.lock() {
                             f.push((cell.label(), e.to_string()));
                         }
@@ -269,8 +264,7 @@ fn train_on_nodes<B: AutodiffBackend>(
         if let Err(e) = cells::train::<B>(cell, *state, study, dir, device, Nodes::Joined(group.clone())) {
             pb.abandon();
             if writes {
-                let line = serde_json::json!({"cell": cell.label(), "error": e.to_string()});
-                let _ = vismae_run::run_dir::append_whole(&dir.join("failures.jsonl"), format!("{line}\n").as_bytes());
+                record_failure(dir, cell, &e);
             }
             return Err(WorkflowError::invalid(format!(
                 "{}: {e}\nthe study stopped on every node; run the same command again on every node to continue (trained cells are kept, this one resumes)",
@@ -284,6 +278,12 @@ fn train_on_nodes<B: AutodiffBackend>(
         g.finish();
     }
     Ok(todo.len())
+}
+
+/// Adds a failed cell and its error to `DIR/failures.jsonl`.
+fn record_failure(dir: &Path, cell: &Cell, e: &WorkflowError) {
+    let line = serde_json::json!({"cell": cell.label(), "error": e.to_string()});
+    let _ = vismae_run::run_dir::append_whole(&dir.join("failures.jsonl"), format!("{line}\n").as_bytes());
 }
 
 /// Whether `dir` is a study folder.
