@@ -54,6 +54,23 @@ fn finish(mut child: Child, limit: Duration) -> (bool, String) {
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// Nodes 0 and 1 of a 2-node run of `args`, each waiting at most `timeout` seconds for the other.
+fn two_nodes(args: &[String], timeout: u32) -> (Child, Child) {
+    let port = free_port();
+    let spawn =
+        |rank| node_waiting(args, 2, rank, port, free_port(), timeout).spawn().unwrap_or_else(|e| panic!("{e}"));
+    (spawn(0), spawn(1))
+}
+
+/// Waits (at most 120 s) until `path` exists; `what` names it in the failure.
+fn wait_for(path: &Path, what: &str) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "{what} not there after 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Runs `nodes` nodes of `args` to the end; every one must succeed.
 fn all_nodes(args: &[String], nodes: usize) {
     let port = free_port();
@@ -124,15 +141,9 @@ fn a_killed_node_stops_the_others_naming_it_and_every_node_resumes() {
     let steps = 150;
     ok(vismae().args(pretrain_args(&ds, &reference, steps, &[])).args(["--devices", "2"]));
     let args = pretrain_args(&ds, &run, steps, &["--checkpoint-every", "5", "--devices", "1"]);
-    let port = free_port();
-    let rank0 = node(&args, 2, 0, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut rank1 = node(&args, 2, 1, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let (rank0, mut rank1) = two_nodes(&args, 20);
     // kill node 1 once a checkpoint exists
-    let started = Instant::now();
-    while !run.join("checkpoints/step-00000010/state.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&run.join("checkpoints/step-00000010/state.json"), "checkpoint 10");
     let _ = rank1.kill();
     let _ = rank1.wait();
     let killed = Instant::now();
@@ -161,15 +172,9 @@ fn a_stalled_node_stops_the_others_within_the_timeout_naming_it() {
     let run = scratch("nodes-stall");
     let _ = std::fs::remove_dir_all(&run);
     let args = pretrain_args(&ds, &run, 2000, &["--checkpoint-every", "5", "--devices", "1"]);
-    let port = free_port();
     let timeout = 10;
-    let rank0 = node_waiting(&args, 2, 0, port, free_port(), timeout).spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut rank1 = node_waiting(&args, 2, 1, port, free_port(), timeout).spawn().unwrap_or_else(|e| panic!("{e}"));
-    let started = Instant::now();
-    while !run.join("checkpoints/step-00000005/state.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint after 120 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (rank0, mut rank1) = two_nodes(&args, timeout);
+    wait_for(&run.join("checkpoints/step-00000005/state.json"), "checkpoint 5");
     // node 1 stops (its process is frozen, its port still takes connections)
     let stopped = Command::new("kill").args(["-STOP", &rank1.id().to_string()]).status();
     assert!(stopped.is_ok_and(|s| s.success()), "kill -STOP failed");
@@ -224,6 +229,17 @@ fn epochs(run: &Path, val: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Epoch by epoch: the training loss within 1e-5 relative, the validation field `val` within 1e-3
+/// (validation goes through argmax and AUC: the last weight bits may flip a pixel).
+fn assert_epochs_close(want: &[(f64, f64)], got: &[(f64, f64)], val: &str, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (e, (a, b)) in want.iter().zip(got).enumerate() {
+        let rel = (a.0 - b.0).abs() / a.0.abs();
+        assert!(rel < 1e-5, "{what}, epoch {}: loss {} against {} (relative {rel:e})", e + 1, a.0, b.0);
+        assert!((a.1 - b.1).abs() < 1e-3, "{what}, epoch {}: {val} {} against {}", e + 1, a.1, b.1);
+    }
+}
+
 #[test]
 fn fine_tuning_on_two_devices_and_on_two_nodes_logs_the_one_replica_run() {
     // segmentation: the Dice + CE of the global batch, whatever the number of replicas
@@ -258,13 +274,7 @@ fn fine_tuning_on_two_devices_and_on_two_nodes_logs_the_one_replica_run() {
         let want = epochs(&one, val);
         assert!(!want.is_empty());
         for (got, what) in [(epochs(&two, val), "2 devices"), (epochs(&nodes, val), "2 nodes")] {
-            assert_eq!(got.len(), want.len(), "{task}, {what}");
-            for (e, (a, b)) in want.iter().zip(&got).enumerate() {
-                let rel = (a.0 - b.0).abs() / a.0.abs();
-                assert!(rel < 1e-5, "{task}, {what}, epoch {}: loss {} against {} (relative {rel:e})", e + 1, a.0, b.0);
-                // validation goes through argmax and AUC: the last weight bits may flip a pixel
-                assert!((a.1 - b.1).abs() < 1e-3, "{task}, {what}, epoch {}: {val} {} against {}", e + 1, a.1, b.1);
-            }
+            assert_epochs_close(&want, &got, val, &format!("{task}, {what}"));
         }
         assert!(nodes.join("best.safetensors").exists() && nodes.join("final.safetensors").exists());
     }
@@ -296,14 +306,8 @@ fn a_study_on_two_devices_and_on_two_nodes_killed_and_run_again_reports_the_one_
     ok(vismae().args(args("study2.toml", &two)).args(["--jobs", "1"]));
     // on two nodes: node 1 is killed once the second cell starts; run again, the study finishes
     let on_nodes = args("study1.toml", &nodes);
-    let port = free_port();
-    let rank0 = node(&on_nodes, 2, 0, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
-    let mut rank1 = node(&on_nodes, 2, 1, port, free_port()).spawn().unwrap_or_else(|e| panic!("{e}"));
-    let started = Instant::now();
-    while !nodes.join("cells/phantoms/scratch/1/fold-1/config.json").exists() {
-        assert!(started.elapsed() < Duration::from_secs(120), "the second cell did not start within 120 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (rank0, mut rank1) = two_nodes(&on_nodes, 20);
+    wait_for(&nodes.join("cells/phantoms/scratch/1/fold-1/config.json"), "the second cell's config.json");
     let _ = rank1.kill();
     let _ = rank1.wait();
     let (ok0, err) = finish(rank0, Duration::from_secs(60));
@@ -316,13 +320,7 @@ fn a_study_on_two_devices_and_on_two_nodes_killed_and_run_again_reports_the_one_
         let want = epochs(&one.join(&cell), "val_dice");
         assert_eq!(want.len(), 3, "{cell}");
         for (run, what) in [(&two, "2 devices"), (&nodes, "2 nodes")] {
-            let got = epochs(&run.join(&cell), "val_dice");
-            assert_eq!(got.len(), want.len(), "{cell}, {what}");
-            for (e, (a, b)) in want.iter().zip(&got).enumerate() {
-                let rel = (a.0 - b.0).abs() / a.0.abs();
-                assert!(rel < 1e-5, "{cell}, {what}, epoch {}: loss {} against {} (relative {rel:e})", e + 1, a.0, b.0);
-                assert!((a.1 - b.1).abs() < 1e-3, "{cell}, {what}, epoch {}: val_dice {} against {}", e + 1, a.1, b.1);
-            }
+            assert_epochs_close(&want, &epochs(&run.join(&cell), "val_dice"), "val_dice", &format!("{cell}, {what}"));
         }
     }
     // rank 0 scored every cell: the same per-case values (to the pixels the last weight bits may flip)
