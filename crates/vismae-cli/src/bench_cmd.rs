@@ -1,4 +1,4 @@
-//! `vismae bench pretrain|unet|ingest`: benchmarks that print numbers.
+//! `vismae bench pretrain|unet|kernels|ingest`: benchmarks that print numbers.
 
 use std::path::PathBuf;
 
@@ -13,6 +13,9 @@ pub enum BenchKind {
     Pretrain,
     /// Swin-UNet inference.
     Unet,
+    /// The hot operations of Swin-UNet inference (Linear, window attention) in f32, f16 and bf16,
+    /// and each implementation of window attention, with each result's distance from f32's.
+    Kernels,
     /// Ingest of generated DICOM files and one epoch of the training reader.
     Ingest,
 }
@@ -73,6 +76,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
                 "peak RSS overall: {:.0} MiB (includes mapped shard pages, which are reclaimable page cache)",
                 r.peak_rss_mib
             );
+            return Ok(());
+        }
+        BenchKind::Kernels => {
+            println!("backend:  {}", std::any::type_name::<Backend>());
+            println!(
+                "kernels at Swin-UNet stage 1 for a batch of {} 224 px images (median of {} calls):",
+                a.batch, a.steps
+            );
+            for k in vismae_train::bench::kernels::<Backend>(a.batch, a.steps, &device())? {
+                let error = k.error.map_or("reference".to_string(), |e| format!("error {e:.1e}"));
+                println!("{:>9.2} ms  {}  ({error})", k.median_ms, k.what);
+            }
             return Ok(());
         }
         BenchKind::Pretrain => {
