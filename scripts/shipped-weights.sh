@@ -9,7 +9,7 @@
 set -euo pipefail
 sd=${1:?usage: shipped-weights.sh SAMPLE_DIR OUT_DIR [STEPS]}
 out=${2:?usage: shipped-weights.sh SAMPLE_DIR OUT_DIR [STEPS]}
-steps=${3:-6000}
+steps=${3:-12000}
 cd "$(dirname "$0")/.."
 scripts/fetch-sample-data.sh "$sd"
 cargo build --release -p vismae-cli

@@ -82,7 +82,7 @@ pub struct DemoSummary {
 pub const SHIPPED_TINY_MAE: &[u8] = include_bytes!("../../../weights/vismae-tiny-mae.safetensors");
 
 /// What the demo's intervals do not cover (printed and written with its verdicts).
-pub const SEEDS_CAVEAT: &str = "Each interval covers the sampling of test cases for these trained models, not the variation between training runs: run the demo again with another --seed before concluding (the README shows two seeds).";
+pub const SEEDS_CAVEAT: &str = "Each interval covers the sampling of test cases for these trained models, not the variation between training runs: run the demo again with another --seed before concluding (the README shows three seeds).";
 
 /// The name the demo's tables give the shipped weights.
 const SHIPPED_NAME: &str = "VIS-MAE (shipped tiny)";
