@@ -38,6 +38,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Median seconds of `step(1..=steps)`, after the warm-up `step(0)`, which is not timed.
+fn median_time(steps: usize, mut step: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+    let mut times = Vec::new();
+    for i in 0..=steps {
+        let t = Instant::now();
+        step(i)?;
+        if i > 0 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    Ok(median(times))
+}
+
+/// Waits until `device` has finished its queued work.
+fn sync<B: Backend>(device: &B::Device) -> Result<()> {
+    B::sync(device).map_err(|e| TrainError::invalid(format!("device sync failed: {e:?}")))
+}
+
 /// Times `steps` MAE training steps (forward, backward, AdamW) after one warm-up step, with the
 /// batch split over `devices` data-parallel replicas as `vismae pretrain --devices` does.
 pub fn pretrain<B: AutodiffBackend>(
@@ -49,16 +67,15 @@ pub fn pretrain<B: AutodiffBackend>(
 ) -> Result<BenchResult> {
     let device = devices.first().ok_or_else(|| TrainError::invalid("no device"))?;
     B::seed(device, 0);
-    let mut model = variant.mae(3).init::<B>(device);
+    let mut slot = Some(variant.mae(3).init::<B>(device)); // the model: each step takes it, AdamW returns it
     let mut optim = AdamWConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.95)
         .with_weight_decay(0.05)
         .init::<B, vismae_model::SwinMae<B>>();
     let data: Vec<f32> = (0..batch * 3 * size * size).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
-    let mut times = Vec::new();
-    for step in 0..=steps {
-        let t = Instant::now();
+    let m = median_time(steps, |step| {
+        let model = slot.take().ok_or_else(|| TrainError::invalid("an earlier step failed"))?;
         let plan = vismae_model::masking::plan_from_seed(model.mask_geometry(size, size), batch, step as u64)?;
         let (grads, _) = crate::pretrain::data_parallel(
             &model,
@@ -78,13 +95,9 @@ pub fn pretrain<B: AutodiffBackend>(
             },
         )?;
         let grads = grads.to_device(device, &model);
-        model = optim.step(1e-4, model, grads);
-        B::sync(device).map_err(|e| TrainError::invalid(format!("device sync failed: {e:?}")))?;
-        if step > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let m = median(times);
+        slot = Some(optim.step(1e-4, model, grads));
+        sync::<B>(device)
+    })?;
     Ok(BenchResult {
         what: format!("MAE train step, {} batch {batch} at {size}px, {} replica(s)", variant.name(), devices.len()),
         median_s: m,
@@ -104,19 +117,14 @@ pub fn unet_inference<B: Backend>(
     B::seed(device, 0);
     let model = variant.unet(3, 3).init::<B>(device);
     let x = Tensor::<B, 4>::random([batch, 3, size, size], Distribution::Default, device);
-    let mut times = Vec::new();
-    for step in 0..=steps {
-        let t = Instant::now();
+    let m = median_time(steps, |_| {
         // the batch split over the CPU workers (one on a GPU build), as `predict` runs it
         let parts = crate::parallel::map_chunks(batch, |a, b| {
             model.forward(x.clone().narrow(0, a, b - a)).into_data().as_bytes().len()
         });
         debug_assert_eq!(parts.len(), crate::parallel::workers().clamp(1, batch));
-        if step > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    let m = median(times);
+        Ok(())
+    })?;
     Ok(BenchResult {
         what: format!(
             "Swin-UNet inference, {} batch {batch} at {size}px, {} worker(s)",
@@ -148,19 +156,13 @@ fn time_values<B: Backend, const D: usize>(
     device: &B::Device,
     mut f: impl FnMut() -> Tensor<B, D>,
 ) -> Result<(f64, Vec<f32>)> {
-    let mut times = Vec::new();
     let mut last = None;
-    for step in 0..=steps {
-        let t = Instant::now();
-        let out = f();
-        B::sync(device).map_err(|e| TrainError::invalid(format!("device sync failed: {e:?}")))?;
-        if step > 0 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-        last = Some(out);
-    }
+    let m = median_time(steps, |_| {
+        last = Some(f());
+        sync::<B>(device)
+    })?;
     let values = last.map(|t| t.cast(burn::tensor::FloatDType::F32).into_data().to_vec::<f32>().unwrap_or_default());
-    Ok((median(times), values.unwrap_or_default()))
+    Ok((m, values.unwrap_or_default()))
 }
 
 /// `max |got - want| / max |want|`.
@@ -179,6 +181,7 @@ fn relative_error(want: &[f32], got: &[f32]) -> f64 {
 pub fn kernels<B: Backend>(batch: usize, steps: usize, device: &B::Device) -> Result<Vec<KernelTiming>> {
     use burn::tensor::FloatDType;
     use burn::tensor::module::{attention, linear};
+    const HALF: [(&str, FloatDType); 2] = [("f16", FloatDType::F16), ("bf16", FloatDType::BF16)];
     B::seed(device, 0);
     let normal = Distribution::Normal(0.0, 1.0);
     let mut rows = Vec::new();
@@ -198,8 +201,9 @@ pub fn kernels<B: Backend>(batch: usize, steps: usize, device: &B::Device) -> Re
     };
     let shape = format!("Linear [{m}, {cin}] x [{cin}, {cout}] + bias");
     let want = push(format!("{shape}, f32"), time_values(steps, device, lin(FloatDType::F32))?, None);
-    push(format!("{shape}, f16"), time_values(steps, device, lin(FloatDType::F16))?, Some(&want));
-    push(format!("{shape}, bf16"), time_values(steps, device, lin(FloatDType::BF16))?, Some(&want));
+    for (name, dt) in HALF {
+        push(format!("{shape}, {name}"), time_values(steps, device, lin(dt))?, Some(&want));
+    }
 
     // window attention of stage 1: 64 windows of 49 tokens per image, 3 heads of 32 channels
     let (bn, nh, l, hd) = (batch * 64, 3, 49, 32);
@@ -225,21 +229,10 @@ pub fn kernels<B: Backend>(batch: usize, steps: usize, device: &B::Device) -> Re
         let options = burn::tensor::ops::AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
         move || merge(attention(q.clone(), k.clone(), v.clone(), None, Some(bias.clone()), options))
     };
-    push(
-        format!("{shape}, burn's attention op, f32"),
-        time_values(steps, device, module_op(FloatDType::F32))?,
-        Some(&want),
-    );
-    push(
-        format!("{shape}, burn's attention op, f16"),
-        time_values(steps, device, module_op(FloatDType::F16))?,
-        Some(&want),
-    );
-    push(
-        format!("{shape}, burn's attention op, bf16"),
-        time_values(steps, device, module_op(FloatDType::BF16))?,
-        Some(&want),
-    );
+    for (name, dt) in [("f32", FloatDType::F32)].into_iter().chain(HALF) {
+        let row = format!("{shape}, burn's attention op, {name}");
+        push(row, time_values(steps, device, module_op(dt))?, Some(&want));
+    }
     let attn_shape =
         vismae_model::cpu::AttentionShape { windows: bn, bias_windows: 1, heads: nh, tokens: l, head_dim: hd };
     if vismae_model::cpu::window_attention(&qkv, &bias, attn_shape, scale as f32).is_some() {
