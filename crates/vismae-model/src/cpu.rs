@@ -3,7 +3,9 @@
 //! scalar at a time, and runs a 49 x 49 attention as separate small gemm calls, bias and softmax
 //! passes over tensors that leave the cache. These functions stay backend-generic: on flex without
 //! autodiff they work on the tensor's values, compiled for each instruction set pulp dispatches to
-//! at run time; on every other backend, and under autodiff, the caller's burn ops run instead.
+//! at run time; under `Autodiff<Flex>`, GELU runs as the operation of [`crate::cpu_train`] (with
+//! its backward pass); on every other backend, and for softmax and attention under autodiff, the
+//! caller's burn ops run instead.
 
 use std::any::Any;
 
@@ -25,7 +27,7 @@ fn into_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, 
 }
 
 /// The tensor of a boxed primitive that came from backend `B`.
-fn from_any<B: Backend, const D: usize>(boxed: Box<dyn Any>) -> Tensor<B, D> {
+pub(crate) fn from_any<B: Backend, const D: usize>(boxed: Box<dyn Any>) -> Tensor<B, D> {
     match boxed.downcast::<B::FloatTensorPrimitive>() {
         Ok(p) => Tensor::from_primitive(TensorPrimitive::Float(*p)),
         Err(_) => unreachable!("the primitive came from this backend"),
@@ -52,9 +54,11 @@ fn on_flex_f32<B: Backend, const D: usize>(
     }
 }
 
-/// Exact GELU, `x Φ(x) = x (1 + erf(x / √2)) / 2`, with [`erf`] on flex inference.
+/// Exact GELU, `x Φ(x) = x (1 + erf(x / √2)) / 2`, with [`erf`] on flex (inference and training).
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    on_flex_f32(x, |v| pulp::Arch::new().dispatch(GeluInPlace(v))).unwrap_or_else(burn::tensor::activation::gelu)
+    on_flex_f32(x, |v| pulp::Arch::new().dispatch(GeluInPlace(v)))
+        .or_else(crate::cpu_train::gelu)
+        .unwrap_or_else(burn::tensor::activation::gelu)
 }
 
 /// Softmax over the last dimension, with [`exp`] on flex inference.
@@ -253,7 +257,7 @@ fn softmax_times_v<const L: usize, const W: usize, const P: usize, const FMA: bo
     o0
 }
 
-struct GeluInPlace<'a>(&'a mut [f32]);
+pub(crate) struct GeluInPlace<'a>(pub(crate) &'a mut [f32]);
 
 impl pulp::WithSimd for GeluInPlace<'_> {
     type Output = ();
@@ -325,7 +329,7 @@ fn reduce(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
 /// Whether the CPU has fused multiply-add: the kernels then use `mul_add`, which compiles to one
 /// instruction inside pulp's AVX2 and AVX-512 contexts (Rust never fuses `a * b + c` by itself).
 #[inline(always)]
-fn has_fma() -> bool {
+pub(crate) fn has_fma() -> bool {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
         std::arch::is_x86_feature_detected!("fma")
@@ -342,7 +346,7 @@ fn has_fma() -> bool {
 
 /// `a * b + c`, fused when `FMA`.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
@@ -356,7 +360,7 @@ fn gelu_value<const FMA: bool>(x: f32) -> f32 {
 /// float32), with the monomial coefficients of Eigen's and XLA's float32 `erf`; within 5e-7 of the
 /// exact value. Branch-free, so a loop of it vectorises.
 #[inline(always)]
-fn erf<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn erf<const FMA: bool>(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
@@ -375,7 +379,7 @@ fn erf<const FMA: bool>(x: f32) -> f32 {
 /// degree-5 polynomial for `e^r`; within 3e-7 relative of the exact value. Below -87.3 (where the
 /// exact value is under float32's smallest normal) it returns about 2^-126. Branch-free.
 #[inline(always)]
-fn exp<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn exp<const FMA: bool>(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.0);
     let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     let r = madd::<FMA>(n, 2.121_944_4e-4, madd::<FMA>(n, -0.693_359_4, x));

@@ -8,6 +8,7 @@ pub mod block;
 pub mod classifier;
 pub mod config;
 pub mod cpu;
+pub mod cpu_train;
 pub mod error;
 pub mod geometry;
 pub mod layers;
