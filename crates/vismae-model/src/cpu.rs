@@ -230,9 +230,9 @@ fn softmax_times_v<const L: usize, const W: usize, const P: usize, const FMA: bo
     s: &mut [f32; W],
     v: &[f32],
 ) -> [f32; P] {
-    let max = reduce(s, f32::NEG_INFINITY, f32::max);
+    let max = reduce(s, f32::NEG_INFINITY, max);
     for sj in s.iter_mut() {
-        *sj = exp::<FMA>(*sj - max);
+        *sj = softmax_weight::<FMA>(*sj - max);
     }
     s[L..].fill(0.0);
     let inv = 1.0 / reduce(s, 0.0, |a, b| a + b);
@@ -293,9 +293,9 @@ fn softmax_rows<const FMA: bool>(values: &mut [f32], len: usize) {
     {
         for row in values.chunks_exact_mut(len) {
             // separate passes, the reductions over LANES partial results, so that each vectorises
-            let max = reduce(row, f32::NEG_INFINITY, f32::max);
+            let max = reduce(row, f32::NEG_INFINITY, max);
             for v in row.iter_mut() {
-                *v = exp::<FMA>(*v - max);
+                *v = softmax_weight::<FMA>(*v - max);
             }
             let inv = 1.0 / reduce(row, 0.0, |a, b| a + b);
             for v in row.iter_mut() {
@@ -303,6 +303,15 @@ fn softmax_rows<const FMA: bool>(values: &mut [f32], len: usize) {
             }
         }
     }
+}
+
+/// The larger of `a` and `b` as one compare and select. `f32::max` (IEEE maxNum: a NaN operand
+/// loses) does not vectorise here and compiled to a chain of scalar `vmaxss`, which took most of
+/// the attention kernel's time. With a NaN operand this returns `b`; a row of scores holding a NaN
+/// still ends as NaN, because `exp` and the sum see every score.
+#[inline(always)]
+fn max(a: f32, b: f32) -> f32 {
+    if a >= b { a } else { b }
 }
 
 /// Partial results per lane: a float reduction written as one running value cannot vectorise.
@@ -319,7 +328,15 @@ fn reduce(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
             *a = op(*a, v);
         }
     }
-    let mut out = acc.into_iter().fold(init, &op);
+    // pairwise across the lanes: four dependent steps instead of sixteen
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] = op(acc[i], acc[i + width]);
+        }
+        width /= 2;
+    }
+    let mut out = acc[0];
     for &v in rest {
         out = op(out, v);
     }
@@ -374,12 +391,24 @@ pub(crate) fn erf<const FMA: bool>(x: f32) -> f32 {
     x * p / q
 }
 
+/// `exp(d)` for a softmax logit `d` below its row's maximum, and 0 below -64. The weights cut off
+/// are under 1.7e-28 against the maximum's 1, so the row's sum and result are unchanged in float32,
+/// but they no longer produce subnormal floats: Swin's shift mask (-100, as in the official code)
+/// gives weights near e^-100, and every multiply-add with a subnormal operand or result takes a
+/// microcode assist on x86, which made the shifted blocks' attention about ten times slower.
+#[inline(always)]
+fn softmax_weight<const FMA: bool>(d: f32) -> f32 {
+    if d < -64.0 { 0.0 } else { exp::<FMA>(d) }
+}
+
 /// `exp` in float32 for `x <= 0` up to rounding (softmax's shifted logits; larger `x` is clamped at
 /// 88): `2^n e^r` with `n = round(x / ln 2)`, `|r| <= ln 2 / 2` split in two parts, and Cephes'
 /// degree-5 polynomial for `e^r`; within 3e-7 relative of the exact value. Below -87.3 (where the
-/// exact value is under float32's smallest normal) it returns about 2^-126. Branch-free.
+/// exact value is under float32's smallest normal) it returns 0, never a subnormal. Branch-free
+/// (the cut-off is a select).
 #[inline(always)]
 pub(crate) fn exp<const FMA: bool>(x: f32) -> f32 {
+    let underflow = x < -87.3;
     let x = x.clamp(-87.3, 88.0);
     let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     let r = madd::<FMA>(n, 2.121_944_4e-4, madd::<FMA>(n, -0.693_359_4, x));
@@ -388,7 +417,8 @@ pub(crate) fn exp<const FMA: bool>(x: f32) -> f32 {
         p = madd::<FMA>(p, r, c);
     }
     let e_r = madd::<FMA>(p, r * r, r + 1.0);
-    e_r * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    let e = e_r * f32::from_bits(((n as i32 + 127) << 23) as u32);
+    if underflow { 0.0 } else { e }
 }
 
 #[cfg(test)]
@@ -423,14 +453,16 @@ mod tests {
         }
         assert!(worst < 3e-7, "max relative exp error {worst:e}");
         assert_eq!(exp::<true>(0.0), 1.0);
-        assert!(exp::<false>(-100.0) > 0.0 && exp::<false>(-100.0) < 1.3e-38);
+        assert_eq!(exp::<false>(-100.0), 0.0);
+        assert!(exp::<true>(-87.0) >= f32::MIN_POSITIVE && softmax_weight::<true>(-100.0) == 0.0);
     }
 
     fn max_difference<const D: usize>(a: Tensor<TestBackend, D>, b: Tensor<TestBackend, D>) -> f32 {
         let a: Vec<f32> = a.into_data().to_vec().unwrap_or_default();
         let b: Vec<f32> = b.into_data().to_vec().unwrap_or_default();
         assert_eq!(a.len(), b.len());
-        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        // a NaN counts as the largest difference (f32::max would drop it)
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
     }
 
     #[test]
@@ -445,9 +477,11 @@ mod tests {
             let d = max_difference(burn::tensor::activation::softmax(input.clone(), 2), softmax_last(input));
             assert!(d < 1e-7, "max |softmax difference| {d:e}");
         }
-        // a masked row (-100 offsets) and the source of the shared tensor stay as they were
-        let masked =
-            Tensor::<TestBackend, 2>::from_data(TensorData::new(vec![0.5f32, -99.5, 0.0, -100.0], [1, 4]), &dev);
+        // masked rows (-100 offsets as in the official code, and -inf) and the source of the
+        // shared tensor stay as they were
+        let inf = f32::NEG_INFINITY;
+        let rows = vec![0.5f32, -99.5, 0.0, -100.0, 0.5, inf, 0.0, inf];
+        let masked = Tensor::<TestBackend, 2>::from_data(TensorData::new(rows, [2, 4]), &dev);
         assert!(max_difference(burn::tensor::activation::softmax(masked.clone(), 1), softmax_last(masked)) < 1e-7);
         let again: Vec<f32> = x.into_data().to_vec().unwrap_or_default();
         assert_eq!(again[0], -120.0 * 0.07);
