@@ -6,13 +6,18 @@ Needs: a PyTorch install, a checkout of github.com/lzl199704/VIS-MAE (for swin_m
 built vismae binary. Usage:
 
     python scripts/bench/compare_official.py --official /path/to/VIS-MAE --vismae target/release/vismae \
-        [--batch 8] [--steps 5] [--threads 2] [--devices 2]
+        [--batch 8] [--steps 5] [--threads 2] [--devices 2] [--flush-denormal]
 
 The official step is what run_pretrain.py does per iteration: forward with mask ratio 0.75, loss
 backward, AdamW(lr 1e-4, betas 0.9/0.95, wd 0.05) step, on random 224x224 inputs, float32, eager,
 median of `steps` timed steps after one warm-up. vismae runs `vismae bench pretrain` with the same
 batch and steps. The Swin-UNet comparison is inference (`torch.no_grad()`, eval mode) of the
 official `swin_unet(num_classes=3)` on random 224x224 inputs against `vismae bench unet`.
+
+`--flush-denormal` runs the official code with `torch.set_flush_denormal(True)` (subnormal floats
+read and written as zero; PyTorch's default is off). The official shift mask (-100) makes subnormal
+attention weights, which x86 CPUs compute slowly; vismae's mask is -inf (see geometry.rs), so this
+flag shows the reference at its best on that point.
 """
 import argparse
 import re
@@ -84,10 +89,15 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (the machine's cores)")
     ap.add_argument("--devices", type=int, default=2, help="vismae data-parallel replicas")
+    ap.add_argument("--flush-denormal", action="store_true", help="official code with torch.set_flush_denormal(True)")
     a = ap.parse_args()
     import torch
 
-    print(f"PyTorch {torch.__version__}, {a.threads} threads; batch {a.batch}, median of {a.steps} steps")
+    if a.flush_denormal and not torch.set_flush_denormal(True):
+        sys.exit("this CPU cannot flush subnormal floats (torch.set_flush_denormal returned False)")
+
+    flush = ", subnormals flushed to zero" if a.flush_denormal else ""
+    print(f"PyTorch {torch.__version__}, {a.threads} threads{flush}; batch {a.batch}, median of {a.steps} steps")
     official = official_images_per_s(a.official, a.batch, a.steps, a.threads)
     ours = vismae_images_per_s(a.vismae, "pretrain", a.batch, a.steps, a.devices)
     print(f"MAE training step   official {official:.2f} images/s   vismae ({a.devices} replicas) {ours:.2f} images/s   ratio {ours / official:.2f}")

@@ -195,7 +195,8 @@ mod tests {
             let want: Vec<f32> = attn.forward(x.clone(), shift).into_data().to_vec().unwrap_or_default();
             let got: Vec<f32> = attn.valid().forward(x.inner(), shift).into_data().to_vec().unwrap_or_default();
             assert_eq!(want.len(), got.len());
-            let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, |m, d| m.max(d));
+            assert!(got.iter().all(|v| v.is_finite()), "dim {dim} heads {heads} shift {shift}: not finite");
             assert!(worst < 1e-5, "dim {dim} heads {heads} {h}x{w} shift {shift}: max difference {worst:e}");
         }
         // the inference backend takes the fused kernel, autodiff does not
