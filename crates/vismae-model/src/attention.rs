@@ -138,9 +138,14 @@ impl<B: Backend> WindowAttention<B> {
         };
         let scale = (hd as f64).powf(-0.5);
         let shape = AttentionShape { windows: bn, bias_windows, heads: nh, tokens: l, head_dim: hd };
-        let out = match window_attention(&qkv, &bias, shape, scale as f32) {
-            Some(out) => out, // flex inference: one fused kernel, heads already merged
-            None => {
+        let fused = match window_attention(&qkv, &bias, shape, scale as f32) {
+            Some(out) => Ok(out), // flex inference: one fused kernel, heads already merged
+            // flex training: one differentiable operation with its own backward pass
+            None => crate::cpu_train_attention::window_attention(qkv, bias, shape, scale as f32),
+        };
+        let out = match fused {
+            Ok(out) => out,
+            Err((qkv, bias)) => {
                 let part = |k: usize| qkv.clone().narrow(0, k, 1).reshape([bn, nh, l, hd]);
                 let q = part(0).mul_scalar(scale);
                 let k = part(1).swap_dims(2, 3); // [Bn, nH, P, L], a strided view the matmul reads as is

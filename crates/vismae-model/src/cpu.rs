@@ -97,7 +97,7 @@ pub struct AttentionShape {
 /// `softmax(scale q kᵀ + bias) v` for every window and head, heads merged: `qkv` is `[3, windows,
 /// heads, tokens, head_dim]` (q, k, v contiguous), `bias` `[bias_windows, heads, tokens, tokens]`;
 /// the result is `[windows * tokens, heads * head_dim]`. `None` unless the backend is flex without
-/// autodiff and the shape is one the kernel has (49 tokens, a head width of 8, 16, 32 or 64): the
+/// autodiff and the shape is one the kernel has (49 tokens, a head width of 4, 8, 16, 32 or 64): the
 /// caller then runs its burn ops. Each window's scores stay in registers and L1; windows run in
 /// parallel on rayon's pool.
 pub fn window_attention<B: Backend>(
@@ -107,7 +107,7 @@ pub fn window_attention<B: Backend>(
     scale: f32,
 ) -> Option<Tensor<B, 2>> {
     let AttentionShape { windows, bias_windows, heads, tokens, head_dim } = shape;
-    if tokens != 49 || !matches!(head_dim, 8 | 16 | 32 | 64) || bias_windows == 0 || windows % bias_windows != 0 {
+    if tokens != 49 || !matches!(head_dim, 4 | 8 | 16 | 32 | 64) || bias_windows == 0 || windows % bias_windows != 0 {
         return None;
     }
     let device = qkv.device();
@@ -147,10 +147,12 @@ impl pulp::WithSimd for AttendWindow<'_> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         match self.kernel.shape.head_dim {
+            4 if has_fma() => self.heads::<49, 64, 4, true>(),
             8 if has_fma() => self.heads::<49, 64, 8, true>(),
             16 if has_fma() => self.heads::<49, 64, 16, true>(),
             32 if has_fma() => self.heads::<49, 64, 32, true>(),
             _ if has_fma() => self.heads::<49, 64, 64, true>(),
+            4 => self.heads::<49, 64, 4, false>(),
             8 => self.heads::<49, 64, 8, false>(),
             16 => self.heads::<49, 64, 16, false>(),
             32 => self.heads::<49, 64, 32, false>(),
@@ -310,7 +312,7 @@ fn softmax_rows<const FMA: bool>(values: &mut [f32], len: usize) {
 /// the attention kernel's time. With a NaN operand this returns `b`; a row of scores holding a NaN
 /// still ends as NaN, because `exp` and the sum see every score.
 #[inline(always)]
-fn max(a: f32, b: f32) -> f32 {
+pub(crate) fn max(a: f32, b: f32) -> f32 {
     if a >= b { a } else { b }
 }
 
@@ -319,7 +321,7 @@ const LANES: usize = 16;
 
 /// `values` folded by `op` from `init`, over [`LANES`] partial results combined at the end.
 #[inline(always)]
-fn reduce(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn reduce(values: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     let mut acc = [init; LANES];
     let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -397,7 +399,7 @@ pub(crate) fn erf<const FMA: bool>(x: f32) -> f32 {
 /// gives weights near e^-100, and every multiply-add with a subnormal operand or result takes a
 /// microcode assist on x86, which made the shifted blocks' attention about ten times slower.
 #[inline(always)]
-fn softmax_weight<const FMA: bool>(d: f32) -> f32 {
+pub(crate) fn softmax_weight<const FMA: bool>(d: f32) -> f32 {
     if d < -64.0 { 0.0 } else { exp::<FMA>(d) }
 }
 

@@ -3,7 +3,8 @@
 //! forward and backward one scalar libm `erf` (and `exp`) at a time. The function returns the input
 //! untouched when it is not a float32 `Autodiff<Flex>` tensor, and the caller then runs burn's ops.
 //! (The same treatment for the attention softmax was measured and made the training step slower,
-//! 3.5 against 3.8 img/s, so softmax stays burn's under autodiff.)
+//! 3.5 against 3.8 img/s; the whole window attention is one operation in
+//! [`crate::cpu_train_attention`] instead.)
 
 use std::any::Any;
 use std::f32::consts::FRAC_1_SQRT_2;
@@ -22,7 +23,7 @@ use crate::cpu::{GeluInPlace, erf, exp, from_any, has_fma, madd};
 type AdTensor = <Autodiff<Flex> as BackendTypes>::FloatTensorPrimitive;
 
 /// `x` as a float32 `Autodiff<Flex>` tensor, or `x` handed back when it is not one.
-fn into_autodiff_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<AdTensor, Tensor<B, D>> {
+pub(crate) fn into_autodiff_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<AdTensor, Tensor<B, D>> {
     let prim = match x.into_primitive() {
         TensorPrimitive::Float(prim) => prim,
         quantized => return Err(Tensor::from_primitive(quantized)),
@@ -36,17 +37,17 @@ fn into_autodiff_flex<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<AdT
 }
 
 /// `x` made contiguous, with its values.
-fn contiguous(x: FlexTensor) -> FlexTensor {
+pub(crate) fn contiguous(x: FlexTensor) -> FlexTensor {
     if x.layout().contiguous_offsets().is_some() { x } else { x.to_contiguous() }
 }
 
-fn values(t: &FlexTensor) -> &[f32] {
+pub(crate) fn values(t: &FlexTensor) -> &[f32] {
     let (start, end) = t.layout().contiguous_offsets().unwrap_or((0, 0));
     &t.storage::<f32>()[start..end]
 }
 
 /// A new contiguous float32 flex tensor of `shape` from `values`.
-fn flex_from(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+pub(crate) fn flex_from(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 

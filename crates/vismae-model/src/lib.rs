@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod config;
 pub mod cpu;
 pub mod cpu_train;
+pub mod cpu_train_attention;
 pub mod error;
 pub mod geometry;
 pub mod layers;
