@@ -3,9 +3,9 @@
 //! scalar at a time, and runs a 49 x 49 attention as separate small gemm calls, bias and softmax
 //! passes over tensors that leave the cache. These functions stay backend-generic: on flex without
 //! autodiff they work on the tensor's values, compiled for each instruction set pulp dispatches to
-//! at run time; under `Autodiff<Flex>`, GELU runs as the operation of [`crate::cpu_train`] (with
-//! its backward pass); on every other backend, and for softmax and attention under autodiff, the
-//! caller's burn ops run instead.
+//! at run time; under `Autodiff<Flex>`, GELU and window attention run as the operations of
+//! [`crate::cpu_train`] and [`crate::cpu_train_attention`] (with their backward passes); on every
+//! other backend, and for softmax under autodiff, the caller's burn ops run instead.
 
 use std::any::Any;
 
@@ -94,6 +94,17 @@ pub struct AttentionShape {
     pub head_dim: usize,
 }
 
+impl AttentionShape {
+    /// Whether the fused kernels have this shape: 49 tokens, a head width of 4, 8, 16, 32 or 64,
+    /// and the windows a whole number of rounds through the biases.
+    pub(crate) fn has_kernel(&self) -> bool {
+        self.tokens == 49
+            && matches!(self.head_dim, 4 | 8 | 16 | 32 | 64)
+            && self.bias_windows > 0
+            && self.windows.is_multiple_of(self.bias_windows)
+    }
+}
+
 /// `softmax(scale q kᵀ + bias) v` for every window and head, heads merged: `qkv` is `[3, windows,
 /// heads, tokens, head_dim]` (q, k, v contiguous), `bias` `[bias_windows, heads, tokens, tokens]`;
 /// the result is `[windows * tokens, heads * head_dim]`. `None` unless the backend is flex without
@@ -107,7 +118,7 @@ pub fn window_attention<B: Backend>(
     scale: f32,
 ) -> Option<Tensor<B, 2>> {
     let AttentionShape { windows, bias_windows, heads, tokens, head_dim } = shape;
-    if tokens != 49 || !matches!(head_dim, 4 | 8 | 16 | 32 | 64) || bias_windows == 0 || windows % bias_windows != 0 {
+    if !shape.has_kernel() {
         return None;
     }
     let device = qkv.device();
@@ -169,17 +180,12 @@ impl AttendWindow<'_> {
         let Attend { qkv, bias, shape, scale } = *self.kernel;
         let (w, nh) = (self.window, shape.heads);
         let part = shape.windows * nh * L * P;
-        let mut kt = [[0.0f32; W]; P];
         for h in 0..nh {
             let at = (w * nh + h) * L * P;
             let (q, k, v) = (&qkv[at..at + L * P], &qkv[part + at..part + at + L * P], &qkv[2 * part + at..][..L * P]);
             let b_at = ((w % shape.bias_windows) * nh + h) * L * L;
             let bias = &bias[b_at..b_at + L * L];
-            for (j, row) in k.chunks_exact(P).enumerate() {
-                for (c, &x) in row.iter().enumerate() {
-                    kt[c][j] = x;
-                }
-            }
+            let kt = transposed::<W, P>(k);
             // rows in pairs, so that the score updates form 8 independent FMA chains
             for i in (0..L - 1).step_by(2) {
                 self.rows::<L, W, P, 2, FMA>(q, &kt, bias, v, scale, i, h);
@@ -208,14 +214,7 @@ impl AttendWindow<'_> {
         for (r, sr) in s.iter_mut().enumerate() {
             sr[..L].copy_from_slice(&bias[(i + r) * L..(i + r + 1) * L]);
         }
-        for (c, kt_c) in kt.iter().enumerate() {
-            for (r, sr) in s.iter_mut().enumerate() {
-                let a = q[(i + r) * P + c] * scale;
-                for (sj, &kj) in sr.iter_mut().zip(kt_c) {
-                    *sj = madd::<FMA>(a, kj, *sj);
-                }
-            }
-        }
+        add_products::<W, P, R, FMA>(&mut s, &q[i * P..(i + R) * P], kt, scale);
         for (r, sr) in s.iter_mut().enumerate() {
             let o = softmax_times_v::<L, W, P, FMA>(sr, v);
             // heads merged: token t's row holds head h at channels h*P..(h+1)*P
@@ -225,32 +224,79 @@ impl AttendWindow<'_> {
     }
 }
 
-/// `softmax(s) v` for one row of scores `s` (overwritten) and `v` `[L, P]`, accumulated in four
-/// interleaved partial sums so that the FMAs do not wait on each other.
+/// `softmax(s) v` for one row of scores `s` (overwritten by the probabilities) and `v` `[L, P]`.
 #[inline(always)]
 fn softmax_times_v<const L: usize, const W: usize, const P: usize, const FMA: bool>(
     s: &mut [f32; W],
     v: &[f32],
 ) -> [f32; P] {
+    softmax_padded::<L, W, FMA>(s);
+    weighted_rows::<L, P, FMA>(&s[..L], v)
+}
+
+/// `m` `[L, P]` (row-major, `L <= W`) transposed into `[P, W]`, the padding zero.
+#[inline(always)]
+pub(crate) fn transposed<const W: usize, const P: usize>(m: &[f32]) -> [[f32; W]; P] {
+    let mut t = [[0.0f32; W]; P];
+    for (j, row) in m.chunks_exact(P).enumerate() {
+        for (c, &x) in row.iter().enumerate() {
+            t[c][j] = x;
+        }
+    }
+    t
+}
+
+/// `s_r += scale a_r mᵀ` for `R` rows `a` (`[R, P]`) and `mᵀ` `[P, W]`: the rows together, so
+/// that two rows form 8 independent FMA chains.
+#[inline(always)]
+pub(crate) fn add_products<const W: usize, const P: usize, const R: usize, const FMA: bool>(
+    s: &mut [[f32; W]; R],
+    a: &[f32],
+    mt: &[[f32; W]; P],
+    scale: f32,
+) {
+    for (c, mt_c) in mt.iter().enumerate() {
+        for (r, sr) in s.iter_mut().enumerate() {
+            let x = a[r * P + c] * scale;
+            for (sj, &mj) in sr.iter_mut().zip(mt_c) {
+                *sj = madd::<FMA>(x, mj, *sj);
+            }
+        }
+    }
+}
+
+/// Softmax of the first `L` scores of `s` in place, the padding set to 0.
+#[inline(always)]
+pub(crate) fn softmax_padded<const L: usize, const W: usize, const FMA: bool>(s: &mut [f32; W]) {
     let max = reduce(s, f32::NEG_INFINITY, max);
     for sj in s.iter_mut() {
         *sj = softmax_weight::<FMA>(*sj - max);
     }
     s[L..].fill(0.0);
     let inv = 1.0 / reduce(s, 0.0, |a, b| a + b);
+    for sj in s[..L].iter_mut() {
+        *sj *= inv;
+    }
+}
+
+/// `Σ_j weights_j rows_j` for `L` weights and `rows` `[L, P]`, in two interleaved partial sums so
+/// that the FMAs do not wait on each other.
+#[inline(always)]
+pub(crate) fn weighted_rows<const L: usize, const P: usize, const FMA: bool>(
+    weights: &[f32],
+    rows: &[f32],
+) -> [f32; P] {
     let (mut o0, mut o1) = ([0.0f32; P], [0.0f32; P]);
-    let pairs = s[..L].chunks_exact(2).zip(v.chunks_exact(2 * P));
-    for (sj, vj) in pairs {
-        let (a0, a1) = (sj[0] * inv, sj[1] * inv);
+    for (wj, rj) in weights[..L].chunks_exact(2).zip(rows.chunks_exact(2 * P)) {
         for c in 0..P {
-            o0[c] = madd::<FMA>(a0, vj[c], o0[c]);
-            o1[c] = madd::<FMA>(a1, vj[P + c], o1[c]);
+            o0[c] = madd::<FMA>(wj[0], rj[c], o0[c]);
+            o1[c] = madd::<FMA>(wj[1], rj[P + c], o1[c]);
         }
     }
     if L % 2 == 1 {
-        let a = s[L - 1] * inv;
+        let a = weights[L - 1];
         for c in 0..P {
-            o0[c] = madd::<FMA>(a, v[(L - 1) * P + c], o0[c]);
+            o0[c] = madd::<FMA>(a, rows[(L - 1) * P + c], o0[c]);
         }
     }
     for c in 0..P {

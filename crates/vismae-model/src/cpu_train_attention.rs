@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use crate::cpu::{AttentionShape, from_any, has_fma, madd, max, reduce, softmax_weight};
+use crate::cpu::{AttentionShape, add_products, from_any, has_fma, reduce, softmax_padded, transposed, weighted_rows};
 use crate::cpu_train::{contiguous, flex_from, into_autodiff_flex, values};
 
 /// Tokens per window the kernels are built for (7 x 7), and a row of scores padded to whole vectors.
@@ -32,11 +32,8 @@ pub fn window_attention<B: Backend>(
     shape: AttentionShape,
     scale: f32,
 ) -> Result<Tensor<B, 2>, (Tensor<B, 2>, Tensor<B, 2>)> {
-    let AttentionShape { windows, bias_windows, heads, tokens, head_dim } = shape;
-    let supported = tokens == L
-        && matches!(head_dim, 4 | 8 | 16 | 32 | 64)
-        && bias_windows > 0
-        && windows % bias_windows == 0
+    let AttentionShape { windows, bias_windows, heads, head_dim, .. } = shape;
+    let supported = shape.has_kernel()
         && qkv.dims() == [3, windows * heads * L * head_dim]
         && bias.dims() == [bias_windows, heads * L * L];
     if !supported {
@@ -209,22 +206,15 @@ impl Window<'_> {
                     let (q, k, v) = (&qkv[at..at + L * P], &qkv[part + at..][..L * P], &qkv[2 * part + at..][..L * P]);
                     let b_at = ((w % shape.bias_windows) * nh + h) * L * L;
                     let probs = &mut probs[h * L * L..(h + 1) * L * L];
-                    let kt = transposed::<P>(k);
+                    let kt = transposed::<W, P>(k);
                     for i in 0..L {
-                        let mut s = [f32::NEG_INFINITY; W];
-                        s[..L].copy_from_slice(&bias[b_at + i * L..b_at + (i + 1) * L]);
-                        row_times_transposed::<P, FMA>(&mut s, &q[i * P..(i + 1) * P], &kt, scale);
-                        let m = reduce(&s, f32::NEG_INFINITY, max);
-                        for sj in s.iter_mut() {
-                            *sj = softmax_weight::<FMA>(*sj - m);
-                        }
-                        s[L..].fill(0.0);
-                        let inv = 1.0 / reduce(&s, 0.0, |a, b| a + b);
+                        let mut s = [[f32::NEG_INFINITY; W]];
+                        s[0][..L].copy_from_slice(&bias[b_at + i * L..b_at + (i + 1) * L]);
+                        add_products::<W, P, 1, FMA>(&mut s, &q[i * P..(i + 1) * P], &kt, scale);
+                        softmax_padded::<L, W, FMA>(&mut s[0]);
                         let pi = &mut probs[i * L..(i + 1) * L];
-                        for (pj, &sj) in pi.iter_mut().zip(&s[..L]) {
-                            *pj = sj * inv;
-                        }
-                        let o = weighted_rows::<P, FMA>(pi, v);
+                        pi.copy_from_slice(&s[0][..L]);
+                        let o = weighted_rows::<L, P, FMA>(pi, v);
                         out[(i * nh + h) * P..(i * nh + h + 1) * P].copy_from_slice(&o);
                     }
                 }
@@ -244,12 +234,13 @@ impl Window<'_> {
                         go[i * P..(i + 1) * P].copy_from_slice(&grad[(i * nh + h) * P..(i * nh + h + 1) * P]);
                     }
                     let go = &go[..L * P];
-                    let vt = transposed::<P>(v);
+                    let vt = transposed::<W, P>(v);
                     for i in 0..L {
                         let pi = &probs[i * L..(i + 1) * L];
                         // dp_i = do_i vᵀ, then ds_i = p_i ⊙ (dp_i − p_i · dp_i)
-                        let mut dp = [0.0f32; W];
-                        row_times_transposed::<P, FMA>(&mut dp, &go[i * P..(i + 1) * P], &vt, 1.0);
+                        let mut dp = [[0.0f32; W]];
+                        add_products::<W, P, 1, FMA>(&mut dp, &go[i * P..(i + 1) * P], &vt, 1.0);
+                        let dp = &dp[0];
                         let mut pd = [0.0f32; W];
                         for j in 0..L {
                             pd[j] = pi[j] * dp[j];
@@ -260,7 +251,7 @@ impl Window<'_> {
                             dsi[j] = pi[j] * (dp[j] - dot);
                         }
                         // dq_i = scale ds_i k
-                        let o = weighted_rows::<P, FMA>(dsi, k);
+                        let o = weighted_rows::<L, P, FMA>(dsi, k);
                         for (d, &x) in dq[i * P..(i + 1) * P].iter_mut().zip(&o) {
                             *d = x * scale;
                         }
@@ -272,53 +263,13 @@ impl Window<'_> {
                             pc[i] = probs[i * L + j];
                             dc[i] = ds[i * L + j] * scale;
                         }
-                        dv[j * P..(j + 1) * P].copy_from_slice(&weighted_rows::<P, FMA>(&pc, go));
-                        dk[j * P..(j + 1) * P].copy_from_slice(&weighted_rows::<P, FMA>(&dc, q));
+                        dv[j * P..(j + 1) * P].copy_from_slice(&weighted_rows::<L, P, FMA>(&pc, go));
+                        dk[j * P..(j + 1) * P].copy_from_slice(&weighted_rows::<L, P, FMA>(&dc, q));
                     }
                 }
             }
         }
     }
-}
-
-/// `m` `[L, P]` transposed into `[P, W]`, the padding zero.
-#[inline(always)]
-fn transposed<const P: usize>(m: &[f32]) -> [[f32; W]; P] {
-    let mut t = [[0.0f32; W]; P];
-    for (j, row) in m.chunks_exact(P).enumerate() {
-        for (c, &x) in row.iter().enumerate() {
-            t[c][j] = x;
-        }
-    }
-    t
-}
-
-/// `s += scale a mᵀ` for one row `a` `[P]` and `mᵀ` `[P, W]`.
-#[inline(always)]
-fn row_times_transposed<const P: usize, const FMA: bool>(s: &mut [f32; W], a: &[f32], mt: &[[f32; W]; P], scale: f32) {
-    for (c, mt_c) in mt.iter().enumerate() {
-        let x = a[c] * scale;
-        for (sj, &mj) in s.iter_mut().zip(mt_c) {
-            *sj = madd::<FMA>(x, mj, *sj);
-        }
-    }
-}
-
-/// `Σ_j weights_j rows_j` for `rows` `[L, P]`, in two interleaved partial sums.
-#[inline(always)]
-fn weighted_rows<const P: usize, const FMA: bool>(weights: &[f32], rows: &[f32]) -> [f32; P] {
-    let (mut o0, mut o1) = ([0.0f32; P], [0.0f32; P]);
-    for (wj, rj) in weights[..L - 1].chunks_exact(2).zip(rows.chunks_exact(2 * P)) {
-        for c in 0..P {
-            o0[c] = madd::<FMA>(wj[0], rj[c], o0[c]);
-            o1[c] = madd::<FMA>(wj[1], rj[P + c], o1[c]);
-        }
-    }
-    let last = weights[L - 1];
-    for c in 0..P {
-        o0[c] = madd::<FMA>(last, rows[(L - 1) * P + c], o0[c]) + o1[c];
-    }
-    o0
 }
 
 #[cfg(test)]
